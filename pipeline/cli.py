@@ -1,0 +1,170 @@
+"""`tokenmill` command line: validate, plan, run, status, train and the commands of other modules.
+
+Spec and path problems print one line that says what to fix and exit 2; a run whose units
+failed for good exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+from pipeline.errors import OutputError
+from pipeline.spec import SpecError, load_spec
+
+log = logging.getLogger("tokenmill")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out = {}
+    if getattr(args, "output", None):
+        out["sink.uri"] = args.output
+    if getattr(args, "workers", None):
+        out["resources.workers"] = args.workers
+    return out
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    spec = load_spec(args.job)
+    print(f"ok: {args.job} is a valid job spec ({spec.name}, spec hash {spec.spec_hash()})")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from pipeline.plan import make_plan, plan_summary
+    spec = load_spec(args.job, _overrides(args))
+    units = make_plan(spec)
+    print(plan_summary(units))
+    print(f"{len(units)} units, {sum(u.n_bytes for u in units):,} bytes", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.job import run_job
+    spec = load_spec(args.job, _overrides(args))
+    summary = run_job(spec, address=args.address, num_cpus=args.num_cpus, show_progress=not args.quiet)
+    report_path = _maybe_report(spec, summary)
+    print_summary(summary, report_path)
+    if args.summary_json:
+        with open(args.summary_json, "w") as f:
+            json.dump(summary, f, indent=1, sort_keys=True)
+    return 1 if summary["units_failed"] else 0
+
+
+def _maybe_report(spec, summary: dict[str, Any]) -> str | None:
+    if not spec.report:
+        return None
+    try:
+        from pipeline.report import write_report
+    except ImportError:
+        return None
+    return write_report(spec.sink.uri, storage_options=spec.sink.storage_options)
+
+
+def print_summary(summary: dict[str, Any], report_path: str | None = None) -> None:
+    t, r = summary["totals"], summary["run_totals"]
+    print(f"tokenmill: {summary['name']} -> {summary['output']}")
+    print(f"  units: {summary['units_total']} planned, {summary['units_run']} run, "
+          f"{summary['units_skipped']} already committed, {summary['units_redone']} redone, "
+          f"{len(summary['units_failed'])} failed, {summary['retries']} retries")
+    print(f"  this run: {r['n_samples']:,} samples, {r['n_tokens']:,} tokens, {r['n_bytes']:,} bytes, "
+          f"{r['n_errors']} quarantined, {r['mb_s']} MB/s, {summary['seconds']} s, engine {summary['engine']}")
+    print(f"  dataset: {t['n_shards']} shards, {t['n_samples']:,} samples, {t['n_tokens']:,} tokens, "
+          f"{t['n_bytes']:,} bytes, {t['n_errors']} quarantined")
+    for unit_id, message in sorted(summary["units_failed"].items()):
+        print(f"  FAILED {unit_id}: {message}")
+    if report_path:
+        print(f"  report: {report_path}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.status import dataset_status, format_status
+    status = dataset_status(args.out)
+    print(json.dumps(status, indent=1, sort_keys=True) if args.json else format_status(status))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipeline.spec import SourceSpec, parse_size
+    from pipeline.train.bpe import sample_corpus, train_bpe
+    fmt = args.format or "files"
+    modality = args.modality or "text"
+    source = SourceSpec(uri=args.input, format=fmt, modality=modality if modality != "binary" else "binary",
+                        field=args.field, column=args.field)
+    result = train_bpe(sample_corpus(source, parse_size(args.sample_bytes)), args.vocab_size, args.output)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "validate": (cmd_validate, "check a job spec"),
+    "plan": (cmd_plan, "list inputs and print the work units"),
+    "run": (cmd_run, "run a job (embedded local Ray unless --address)"),
+    "status": (cmd_status, "show a dataset's (or a running job's) progress"),
+    "train": (cmd_train, "learn a tokenizer from a corpus"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokenmill", description="raw corpora -> token shards, on Ray")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        CONFIGURE[name](p)
+    return parser
+
+
+def _job_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", help="job spec (YAML)")
+    p.add_argument("--output", help="override sink.uri")
+    p.add_argument("--workers", type=int, help="override resources.workers")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _job_args(p)
+    p.add_argument("--address", help="Ray cluster to join (auto, ray://host:10001); default: embedded local Ray")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--summary-json", help="also write the run summary to this file")
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="output folder (sink.uri)")
+    p.add_argument("--json", action="store_true")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, help="corpus URI or glob (as source.uri)")
+    p.add_argument("--format", choices=["files", "lines", "jsonl", "parquet", "webdataset"])
+    p.add_argument("--field", default="text", help="jsonl field / parquet column")
+    p.add_argument("--modality", choices=["text", "code", "binary", "image", "audio"])
+    p.add_argument("--vocab-size", type=int, default=8192)
+    p.add_argument("--sample-bytes", default="256MiB", help="how much of the corpus to learn from")
+    p.add_argument("--output", required=True, help="where to write the tokenizer file")
+
+
+CONFIGURE: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "validate": lambda p: p.add_argument("job"),
+    "plan": _job_args,
+    "run": _run_args,
+    "status": _status_args,
+    "train": _train_args,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command][0](args)
+    except (SpecError, OutputError, ConnectionError) as exc:
+        print(f"tokenmill: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Errors with the context a person needs to find the bad input."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DecodeError(Exception):
+    """One input record could not be read, decoded or tokenized; it gets quarantined."""
+
+    def __init__(self, uri: str, member: str = "", reason: str = "", stage: str = "decode") -> None:
+        super().__init__(f"{uri}{'#' + member if member else ''}: {reason}")
+        self.uri, self.member, self.reason, self.stage = uri, member, reason, stage
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A record that was set aside with its reason; written to OUT/_errors/."""
+
+    uri: str
+    member: str
+    reason: str
+    stage: str
+
+    @classmethod
+    def from_error(cls, err: DecodeError) -> "Quarantined":
+        return cls(err.uri, err.member, err.reason, err.stage)
+
+
+class UnitFailed(RuntimeError):
+    """A work unit failed as a whole (not one bad record): retried, then reported."""
+
+
+class OutputError(RuntimeError):
+    """The output location cannot be used (not writable, another run holds it, ...)."""

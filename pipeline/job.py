@@ -1,0 +1,156 @@
+"""A job from spec to index on the driver: check, lock, plan, diff, run on Ray, index.
+
+Everything that can be wrong with the spec or the paths fails here, before any unit runs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from pipeline.errors import OutputError
+from pipeline.ledger import Ledger, build_index, read_index, write_index
+from pipeline.lock import RunLease
+from pipeline.plan import WorkUnit, make_plan
+from pipeline.progress import Progress
+from pipeline.spec import TEXT_MODALITIES, JobSpec, SpecError
+from pipeline.storage import Storage
+from pipeline.tokenizers import Tokenizer, build_tokenizer
+
+log = logging.getLogger(__name__)
+
+RUN_STATE = "_run.json"
+PROBE_BYTES = 2 << 20
+PROBE_UNITS = 8
+
+
+def check_output(storage: Storage) -> None:
+    """Fail early, with the reason, when the sink cannot be written."""
+    try:
+        storage.fs.makedirs(storage.root, exist_ok=True)
+        storage.write_atomic(".write-test", b"ok")
+        storage.remove(".write-test")
+    except Exception as exc:  # noqa: BLE001 - every failure here means the same thing to the user
+        raise OutputError(f"sink.uri: cannot write to {storage.uri}: {type(exc).__name__}: {exc}") from None
+
+
+def check_tokenizer_matches(storage: Storage, tokenizer: Tokenizer, spec: JobSpec) -> None:
+    """Refuse to mix shards of two tokenizers in one dataset."""
+    index = read_index(storage)
+    if index and index["tokenizer"]["fingerprint"] != tokenizer.fingerprint:
+        raise SpecError(f"tokenizer: {storage.uri} holds a dataset made with tokenizer "
+                        f"{index['tokenizer']['fingerprint'][:12]}, this spec's is {tokenizer.fingerprint[:12]}; "
+                        "write to a new sink.uri or restore the old tokenizer")
+
+
+def probe_documents(spec: JobSpec, units: list[WorkUnit]) -> list[str]:
+    """Up to PROBE_BYTES of decoded text from units spread over the plan (for engine choice)."""
+    from pipeline.decoders import decoder_for
+    from pipeline.errors import DecodeError, Quarantined
+    from pipeline.sources import reader_for
+    read, decode = reader_for(spec.source.format), decoder_for(spec.source.modality)
+    step = max(1, len(units) // PROBE_UNITS)
+    docs: list[str] = []
+    for unit in units[::step][:PROBE_UNITS]:
+        taken = 0
+        for item in read(unit, spec.source):
+            if isinstance(item, Quarantined):
+                continue
+            try:
+                doc = decode(item, spec.source)
+            except DecodeError:
+                continue
+            docs.append(doc)
+            taken += len(doc)
+            if taken >= PROBE_BYTES // PROBE_UNITS:
+                break
+    return docs
+
+
+def select_engine(spec: JobSpec, units: list[WorkUnit]) -> tuple[str, dict[str, Any]]:
+    from pipeline.tokenizers.engines import choose_engine
+    docs = probe_documents(spec, units) if spec.tokenizer.kind == "hf" and units else []
+    engine, report = choose_engine(spec.tokenizer, docs)
+    log.info("tokenizer engine: %s (%s)", engine, report["reason"])
+    return engine, report
+
+
+def copy_tokenizer(storage: Storage, tokenizer: Tokenizer) -> None:
+    for path in tokenizer.files():
+        rel = f"tokenizer/{path.name}"
+        data = path.read_bytes()
+        if storage.size(rel) != len(data) or storage.read_bytes(rel) != data:
+            storage.write_atomic(rel, data)
+
+
+def index_header(spec: JobSpec, tokenizer: Tokenizer, engine: str, dtype: str) -> dict[str, Any]:
+    desc = tokenizer.describe()
+    desc["engine"] = engine
+    return {"name": spec.name, "spec_hash": spec.spec_hash(), "modality": spec.source.modality,
+            "tokenizer": desc, "token_dtype": dtype, "formats": list(spec.sink.formats),
+            "stages": [s.model_dump(mode="json") for s in spec.stages]}
+
+
+def _write_state(storage: Storage, state: dict[str, Any]) -> None:
+    storage.write_atomic(RUN_STATE, json.dumps(state, sort_keys=True, indent=1).encode())
+
+
+def run_job(spec: JobSpec, address: str | None = None, num_cpus: int | None = None,
+            show_progress: bool = True) -> dict[str, Any]:
+    """Run a job to a complete index; returns the run summary."""
+    storage = Storage(spec.sink.uri, spec.sink.storage_options)
+    check_output(storage)
+    with RunLease(storage):
+        return _run_locked(spec, storage, address, num_cpus, show_progress)
+
+
+def _run_locked(spec: JobSpec, storage: Storage, address, num_cpus, show_progress) -> dict[str, Any]:
+    started = time.time()
+    tokenizer = build_tokenizer(spec.tokenizer)
+    check_tokenizer_matches(storage, tokenizer, spec)
+    units = make_plan(spec)
+    ledger = Ledger(storage)
+    todo, redo = ledger.split_plan(units, spec.spec_hash(), list(spec.sink.formats))
+    for unit_id, reason in sorted(redo.items()):
+        log.warning("unit %s is redone: %s", unit_id, reason)
+    engine, engine_report = select_engine(spec, todo) if spec.source.modality in TEXT_MODALITIES else (tokenizer.engine, {})
+    copy_tokenizer(storage, tokenizer)
+    state = {"state": "running", "name": spec.name, "units_total": len(units), "units_todo": len(todo),
+             "started": started, "host": socket.gethostname(), "pid": os.getpid(), "engine": engine}
+    _write_state(storage, state)
+    outcome = _execute(spec, todo, engine, address, num_cpus, show_progress)
+    removed = ledger.remove_stale(units)
+    orphans = ledger.remove_orphans()
+    from pipeline.unit import output_dtype
+    index = build_index(ledger, units, index_header(spec, tokenizer, engine, output_dtype(spec, tokenizer)))
+    write_index(storage, index)
+    finished = time.time()
+    summary = {"name": spec.name, "output": storage.uri, "units_total": len(units), "units_run": len(todo),
+               "units_skipped": len(units) - len(todo), "units_redone": len(redo), "units_failed": outcome.failed,
+               "units_removed": len(removed), "orphans_removed": len(orphans), "retries": outcome.retries,
+               "workers_replaced": outcome.workers_replaced, "engine": engine, "engine_report": engine_report,
+               "seconds": round(finished - started, 2), "totals": index["totals"],
+               "run_totals": _run_totals(outcome.committed, finished - started)}
+    _write_state(storage, {**state, "state": "failed" if outcome.failed else "finished", "finished": finished,
+                           "summary": {k: v for k, v in summary.items() if k != "engine_report"}})
+    return summary
+
+
+def _run_totals(entries: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    n_bytes = sum(e["n_bytes"] for e in entries)
+    return {"n_samples": sum(e["n_samples"] for e in entries), "n_tokens": sum(e["n_tokens"] for e in entries),
+            "n_bytes": n_bytes, "n_errors": sum(e["n_errors"] for e in entries),
+            "mb_s": round(n_bytes / max(seconds, 1e-9) / 1e6, 3)}
+
+
+def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, address, num_cpus, show_progress):
+    from pipeline import runner
+    progress = Progress(len(todo)) if show_progress else None
+    if not todo:
+        return runner.RunOutcome()
+    runner.connect(address, num_cpus)
+    return runner.run_units(spec, todo, engine, progress.commit if progress else None,
+                            progress.retry if progress else None)

@@ -1,0 +1,147 @@
+"""Dataset statistics (dask) and the HTML report: `tokenmill report OUT` and `tokenmill stats OUT --json`.
+
+`compute_stats` returns plain JSON-ready numbers; `write_report` renders the same numbers
+into OUT/report.html. Modules: report_dataset (reading OUT), report_stats (the dask graph),
+report_summary / report_throughput (numbers), report_plots + report_html (the page).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from pipeline import report_summary as summary
+from pipeline.report_dataset import Dataset, DatasetError, open_dataset, read_errors, shard_refs
+from pipeline.report_html import render
+from pipeline.report_stats import ReadContext, check_group_by, common_prefix, compute_shard_stats
+from pipeline.report_throughput import throughput
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.html"
+
+
+def _context(ds: Dataset, group_by: str) -> ReadContext:
+    protocol, options = ds.storage()
+    uris = [i["uri"] for e in ds.ledger for i in e.get("inputs", []) if "uri" in i]
+    return ReadContext(protocol=protocol, storage_options=options, root=ds.root, group_by=group_by,
+                       prefix=common_prefix(uris), base_vocab_size=ds.base_vocab_size)
+
+
+def _describe(ds: Dataset, out_dir: str) -> dict:
+    keep = ("name", "modality", "token_dtype", "formats", "spec_hash")
+    tok = {k: v for k, v in ds.index.get("tokenizer", {}).items() if k in ("kind", "fingerprint", "vocab_size")}
+    return {"path": str(out_dir), **{k: ds.index.get(k) for k in keep}, "tokenizer": tok}
+
+
+def compute_stats(out_dir: str, *, group_by: str = "folder", storage_options: dict | None = None) -> dict:
+    """Statistics of the dataset in out_dir as JSON-serializable numbers (see docs/report.md)."""
+    began = time.perf_counter()
+    check_group_by(group_by)
+    ds = open_dataset(out_dir, storage_options)
+    refs, missing = shard_refs(ds)
+    for m in missing:
+        log.warning("shard %s is in dataset.json but missing from disk: %s", m["name"], m["paths"])
+    res = compute_shard_stats(ds, refs, _context(ds, group_by)) if refs else None
+    stats = {
+        "dataset": _describe(ds, out_dir), "group_by": group_by,
+        "totals": summary.totals(res, ds.index, missing), "index_totals": ds.index.get("totals", {}),
+        "missing_shards": missing, "mismatched_shards": summary.shard_mismatches(res, ds.index, missing),
+        "groups": summary.group_rows(res["groups"], "group") if res else [],
+        "modalities": summary.group_rows(res["modalities"], "modality") if res else [],
+        "lengths": summary.lengths(res), "longest": summary.longest(res), "vocab": summary.vocab(res, ds),
+        "dynamic": summary.dynamic(res), "errors": summary.errors(read_errors(ds)),
+        "throughput": throughput(ds.ledger),
+    }
+    stats["report"] = _timing(time.perf_counter() - began, stats["throughput"])
+    return stats
+
+
+def _timing(seconds: float, th: dict) -> dict:
+    run = (th.get("latest") or {}).get("seconds")
+    return {"seconds": seconds, "share_of_run": seconds / run if run else None}
+
+
+def write_report(out_dir: str, *, group_by: str = "folder", storage_options: dict | None = None) -> str:
+    """Compute the statistics and write OUT/report.html (one self-contained file); returns its path."""
+    stats = compute_stats(out_dir, group_by=group_by, storage_options=storage_options)
+    ds_fs, root = open_dataset(out_dir, storage_options).fs, str(out_dir).rstrip("/")
+    page = render(stats).encode("utf-8")
+    target = f"{root}/{REPORT_NAME}"
+    _, path = ds_fs._strip_protocol(target), target
+    tmp = ds_fs._strip_protocol(f"{root}/.{REPORT_NAME}.tmp")
+    with ds_fs.open(tmp, "wb") as f:
+        f.write(page)
+    ds_fs.mv(tmp, ds_fs._strip_protocol(target))
+    log.info("report written: %s (%d bytes, stats in %.2f s)", path, len(page), stats["report"]["seconds"])
+    return path
+
+
+def _storage_options(text: str | None) -> dict | None:
+    if not text:
+        return None
+    options = json.loads(text)
+    if not isinstance(options, dict):
+        raise ValueError("--storage-options takes a JSON object, e.g. '{\"anon\": true}'")
+    return options
+
+
+def _common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="output folder of a tokenmill run (holds dataset.json); local path or fsspec URL")
+    p.add_argument("--group-by", default="folder",
+                   help="folder (top folder of the input below their common prefix), extension, modality, "
+                        "or meta:<key> (a field of the samples' meta JSON); default: folder")
+    p.add_argument("--storage-options", default=None, help="fsspec storage options as JSON, e.g. for S3")
+
+
+def configure_report_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of `tokenmill report OUT`."""
+    _common_args(p)
+
+
+def configure_stats_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of `tokenmill stats OUT [--json]`."""
+    _common_args(p)
+    p.add_argument("--json", action="store_true", help="print all statistics as JSON")
+
+
+def _run(fn, args: argparse.Namespace):
+    try:
+        return fn(args.out, group_by=args.group_by, storage_options=_storage_options(args.storage_options))
+    except (DatasetError, ValueError) as err:
+        sys.stderr.write(f"tokenmill: {err}\n")
+        return None
+
+
+def cli_report(args: argparse.Namespace) -> int:
+    """`tokenmill report OUT`: write OUT/report.html and print its path."""
+    path = _run(write_report, args)
+    if path is None:
+        return 2
+    sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def cli_stats(args: argparse.Namespace) -> int:
+    """`tokenmill stats OUT [--json]`: the report's numbers, as JSON or a short text summary."""
+    stats = _run(compute_stats, args)
+    if stats is None:
+        return 2
+    sys.stdout.write(summary.dumps(stats) + "\n" if args.json else text_summary(stats))
+    return 0
+
+
+def text_summary(s: dict) -> str:
+    """A few lines for a terminal: totals and the per-group table."""
+    t = s["totals"]
+    lines = [f"{s['dataset']['path']}: {t['n_shards']} shards, {t['n_samples']:,} samples, "
+             f"{t['n_tokens']:,} tokens, {t['n_bytes']:,} input bytes, "
+             f"{s['errors']['n_errors']:,} quarantined",
+             *[f"missing shard: {m['name']}" for m in s["missing_shards"]],
+             f"{s['group_by']:<32} {'samples':>10} {'tokens':>14} {'bytes/token':>12}"]
+    for r in s["groups"]:
+        bpt = f"{r['bytes_per_token']:.3f}" if r["bytes_per_token"] else "-"
+        lines.append(f"{r['group'][:32]:<32} {r['n_samples']:>10,} {r['n_tokens']:>14,} {bpt:>12}")
+    return "\n".join(lines) + "\n"

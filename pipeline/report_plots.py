@@ -1,0 +1,89 @@
+"""The report's plots: matplotlib (Agg) figures returned as SVG data URIs, so the HTML needs no network.
+
+SVG output is made reproducible (fixed hash salt, no date), so the same statistics give
+the same report bytes.
+"""
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend first)
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+MAX_BARS = 25
+COLOR = "#3b6ea8"
+ACCENT = "#d1495b"
+STYLE = {"svg.hashsalt": "tokenmill", "svg.fonttype": "none", "font.size": 9,
+         "axes.spines.top": False, "axes.spines.right": False}
+
+
+def _svg(fig: plt.Figure) -> str:
+    """Close the figure and return it as a base64 SVG data URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _figure(height: float = 3.0, width: float = 7.0) -> tuple[plt.Figure, plt.Axes]:
+    """A new figure; callers hold plt.rc_context(STYLE) so the style applies to its axes."""
+    return plt.subplots(figsize=(width, height))
+
+
+def _human(x: float, _pos: int = 0) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= size:
+            return f"{x / size:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def bars(labels: list[str], values: list[float], *, title: str, xlabel: str,
+         overall: float | None = None) -> str:
+    """Horizontal bar chart, first label on top, with an optional 'overall' line."""
+    labels, values = labels[:MAX_BARS], values[:MAX_BARS]
+    with plt.rc_context(STYLE):
+        fig, ax = _figure(height=0.9 + 0.28 * max(len(labels), 1))
+        ax.barh(range(len(values)), values, color=COLOR)
+        ax.set_yticks(range(len(labels)), [_short(s) for s in labels])
+        ax.invert_yaxis()
+        if overall is not None:
+            ax.axvline(overall, color=ACCENT, linestyle="--", label=f"overall {overall:.3g}")
+            ax.legend(loc="lower right", frameon=False)
+        ax.xaxis.set_major_formatter(FuncFormatter(_human))
+        ax.set(title=title, xlabel=xlabel)
+        return _svg(fig)
+
+
+def _short(label: str, n: int = 32) -> str:
+    return label if len(label) <= n else "…" + label[-(n - 1):]
+
+
+def length_histogram(hist: list[dict]) -> str:
+    """Samples per token-length bin, on a log length axis."""
+    with plt.rc_context(STYLE):
+        fig, ax = _figure()
+        lo = [max(h["lo"], 0.5) for h in hist]
+        ax.bar(lo, [h["count"] for h in hist], width=[h["hi"] - l for h, l in zip(hist, lo)],
+               align="edge", color=COLOR, edgecolor="white", linewidth=0.5)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(_human))
+        ax.set(title="Token length of samples", xlabel="tokens per sample (log scale)", ylabel="samples")
+        return _svg(fig)
+
+
+def series(x: list[float], ys: dict[str, list[float]], *, title: str, xlabel: str, ylabel: str) -> str:
+    """Line plot of one or more series over x."""
+    with plt.rc_context(STYLE):
+        fig, ax = _figure()
+        for (name, y), color in zip(ys.items(), (COLOR, ACCENT, "#58a55c", "#8a5fbf")):
+            ax.plot(x, y, label=name, color=color, drawstyle="steps-post")
+        if len(ys) > 1:
+            ax.legend(frameon=False)
+        ax.yaxis.set_major_formatter(FuncFormatter(_human))
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        ax.set_ylim(bottom=0)
+        return _svg(fig)

@@ -1,0 +1,206 @@
+"""Dataset statistics over the shards with dask.dataframe: groups, lengths, token use, dynamic stage.
+
+Each shard is read once, by one dask task (`load_shard`), into three small pandas frames:
+one row per sample (no tokens), the shard's token counts (nonzero ids only, dynamic ids
+expanded to base ids), and its dynamic-stage lengths. Everything else is dask.dataframe
+reductions over those frames, so the same graph runs on dask's threads locally and on Ray
+through `ray.util.dask` when a Ray cluster is connected.
+"""
+from __future__ import annotations
+
+import json
+import math
+import operator
+import sys
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import dask
+import dask.dataframe as dd
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.report_dataset import Dataset, ShardRef, read_shard
+
+GROUP_KINDS = ("folder", "extension", "modality")
+HIST_STEPS = 4  # histogram bins per doubling of length
+N_LONGEST = 10
+TOP_LEVEL = "(top level)"
+NONE = "(none)"
+
+SAMPLE_DTYPES = {"id": "str", "source": "str", "modality": "str", "group": "str", "shard": "str",
+                 "n_tokens": "int64", "n_bytes": "int64"}
+COUNT_DTYPES = {"token": "int64", "count": "int64"}
+DYN_DTYPES = {"shard": "str", "n_tokens": "int64", "n_base_tokens": "int64", "n_merges": "int64"}
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """What a shard task needs, picklable so it ships to Ray workers."""
+
+    protocol: str
+    storage_options: dict
+    root: str
+    group_by: str
+    prefix: str
+    base_vocab_size: int
+
+
+def check_group_by(group_by: str) -> str:
+    """Validate a grouping name: folder, extension, modality or meta:<key>."""
+    if group_by in GROUP_KINDS or (group_by.startswith("meta:") and len(group_by) > 5):
+        return group_by
+    raise ValueError(f"group_by {group_by!r}: use folder, extension, modality or meta:<key> "
+                     "(a field of the samples' meta JSON, e.g. meta:lang)")
+
+
+def dask_scheduler() -> Any:
+    """Ray's dask scheduler when this process is connected to Ray, else dask's threads."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        from ray.util.dask import ray_dask_get
+        return ray_dask_get
+    return "threads"
+
+
+def common_prefix(uris: list[str]) -> str:
+    """The deepest folder that holds all inputs, ending in '/' ('' when there are none)."""
+    dirs = [u.rsplit("/", 1)[0].split("/") for u in uris if "/" in u]
+    if not dirs:
+        return ""
+    common = dirs[0]
+    for parts in dirs[1:]:
+        n = next((i for i, (a, b) in enumerate(zip(common, parts)) if a != b), min(len(common), len(parts)))
+        common = common[:n]
+    return "/".join(common) + "/"
+
+
+def group_keys(table: pa.Table, ctx: ReadContext) -> list[str]:
+    """The group of each row: top folder below the common prefix, extension, modality or a meta field."""
+    if ctx.group_by == "modality":
+        return table["modality"].to_pylist()
+    if ctx.group_by.startswith("meta:"):
+        key = ctx.group_by[5:]
+        return [_meta_value(m, key) for m in table["meta"].to_pylist()]
+    sources = table["source"].to_pylist()
+    if ctx.group_by == "extension":
+        return [PurePosixPath(s).suffix.lower() or NONE for s in sources]
+    rel = [s[len(ctx.prefix):] if s.startswith(ctx.prefix) else s.split("://")[-1].lstrip("/") for s in sources]
+    return [r.split("/", 1)[0] if "/" in r else TOP_LEVEL for r in rel]
+
+
+def _meta_value(meta: str | None, key: str) -> str:
+    try:
+        value = json.loads(meta or "{}").get(key)
+    except (json.JSONDecodeError, AttributeError):
+        return NONE
+    return NONE if value is None else str(value)
+
+
+def load_shard(ref: ShardRef, ctx: ReadContext) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read one shard once: per-sample rows, base token counts, dynamic-stage lengths."""
+    fs = fsspec.filesystem(ctx.protocol, **ctx.storage_options)
+    columns = ["id", "source", "modality", "tokens", "n_bytes"] + (["meta"] if ctx.group_by.startswith("meta:") else [])
+    table = read_shard(fs, f"{ctx.root}/{ref.path}", ref.fmt, columns)
+    lengths = pc.list_value_length(table["tokens"]).fill_null(0).to_numpy()
+    samples = pd.DataFrame({
+        "id": table["id"].to_pylist(), "source": table["source"].to_pylist(),
+        "modality": table["modality"].to_pylist(), "group": group_keys(table, ctx),
+        "shard": [ref.name] * len(table), "n_tokens": lengths.astype("int64"),
+        "n_bytes": table["n_bytes"].to_numpy().astype("int64")}).astype(SAMPLE_DTYPES)
+    counts, dyn = token_counts(table, ref.name, ctx.base_vocab_size)
+    nz = np.flatnonzero(counts)
+    return samples, pd.DataFrame({"token": nz, "count": counts[nz]}).astype(COUNT_DTYPES), dyn
+
+
+def token_counts(table: pa.Table, shard: str, vocab: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """Base-id counts of a shard (dynamic ids expanded) and its dynamic lengths, if any."""
+    meta = table.schema.metadata or {}
+    vocab = int(meta.get(b"tokenmill.base_vocab_size", vocab) or 0)
+    dyn = json.loads(meta[b"tokenmill.dynamic_vocab"]) if b"tokenmill.dynamic_vocab" in meta else None
+    tokens = table["tokens"].combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.uint32()))
+    total = np.zeros(vocab, np.int64)
+    n_stored = n_base = n_merges = 0
+    for merges, start, end in _segments(dyn, table.num_rows):
+        flat = tokens.slice(start, end - start).flatten().to_numpy(zero_copy_only=False)
+        raw = np.bincount(flat, minlength=vocab + len(merges)).astype(np.int64)
+        base, n = expand_counts(raw, merges, vocab)
+        total = _add(total, base)
+        n_stored, n_base, n_merges = n_stored + len(flat), n_base + n, n_merges + len(merges)
+    rows = [{"shard": shard, "n_tokens": n_stored, "n_base_tokens": n_base, "n_merges": n_merges}] if dyn else []
+    return total, pd.DataFrame(rows, columns=list(DYN_DTYPES)).astype(DYN_DTYPES)
+
+
+def _segments(dyn: Any, n_rows: int) -> list[tuple[list, int, int]]:
+    """(merges, first row, end row) per dynamic vocabulary; one segment without the stage."""
+    if dyn is None:
+        return [([], 0, n_rows)]
+    if isinstance(dyn, dict) and "merges" in dyn:
+        return [(dyn["merges"], 0, n_rows)]
+    vocabs = dyn if isinstance(dyn, list) else next(v for k, v in dyn.items() if k != "row_ranges")
+    ranges = dyn.get("row_ranges") if isinstance(dyn, dict) else None
+    out = []
+    for i, v in enumerate(vocabs):
+        for start, end in (v.get("row_ranges") or [ranges[i]]):
+            out.append((v["merges"], start, end))
+    return out
+
+
+def expand_counts(raw: np.ndarray, merges: list, vocab: int) -> tuple[np.ndarray, int]:
+    """Push each dynamic id's count down to the pair it stands for; returns base counts, base length."""
+    counts = raw.copy()
+    for i in range(len(merges) - 1, -1, -1):
+        a, b = merges[i]
+        counts[a] += counts[vocab + i]
+        counts[b] += counts[vocab + i]
+    base = counts[:vocab] if vocab else counts
+    return base, int(base.sum()) + int(raw[len(base) + len(merges):].sum())
+
+
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if len(b) > len(a):
+        a, b = b, a
+    a = a.copy()
+    a[: len(b)] += b
+    return a
+
+
+def _frames(parts: list, i: int, dtypes: dict) -> dd.DataFrame:
+    meta = pd.DataFrame({k: pd.Series([], dtype=v) for k, v in dtypes.items()})
+    return dd.from_delayed([dask.delayed(operator.getitem)(p, i) for p in parts], meta=meta, verify_meta=False)
+
+
+def compute_shard_stats(ds: Dataset, refs: list[ShardRef], ctx: ReadContext) -> dict:
+    """Run the dask graph over the shards on disk; returns plain pandas/numpy results."""
+    parts = [dask.delayed(load_shard)(ref, ctx, dask_key_name=f"tokenmill-shard-{ref.name}") for ref in refs]
+    samples, counts, dyn = (_frames(parts, i, d) for i, d in enumerate((SAMPLE_DTYPES, COUNT_DTYPES, DYN_DTYPES)))
+    sums = {"n_samples": ("n_tokens", "count"), "n_tokens": ("n_tokens", "sum"), "n_bytes": ("n_bytes", "sum")}
+    n = samples["n_tokens"]
+    bins = n.map_partitions(log_bins, meta=("n_tokens", "int64"))
+    graph = {
+        "groups": samples.groupby("group").agg(**sums), "modalities": samples.groupby("modality").agg(**sums),
+        "shards": samples.groupby("shard").agg(**sums), "hist": bins.value_counts(),
+        "longest": samples.nlargest(N_LONGEST, "n_tokens"),
+        "min": n.min(), "max": n.max(), "mean": n.mean(), "quantiles": n.quantile([0.5, 0.9, 0.99]),
+        "counts": counts.groupby("token")["count"].sum(), "dynamic": dyn,
+    }
+    return dict(zip(graph, dask.compute(*graph.values(), scheduler=dask_scheduler())))
+
+
+def log_bins(lengths: pd.Series) -> pd.Series:
+    """Histogram bin of each length: HIST_STEPS bins per doubling; -1 holds empty samples."""
+    values = lengths.to_numpy(dtype="float64")
+    with np.errstate(divide="ignore"):
+        b = np.where(values > 0, np.floor(np.log2(np.maximum(values, 1)) * HIST_STEPS), -1)
+    return pd.Series(b.astype("int64"), index=lengths.index, name=lengths.name)
+
+
+def bin_edges(b: int) -> tuple[int, int]:
+    """Integer length range [lo, hi) covered by histogram bin b."""
+    if b < 0:
+        return 0, 1
+    return math.ceil(2 ** (b / HIST_STEPS)), math.ceil(2 ** ((b + 1) / HIST_STEPS))

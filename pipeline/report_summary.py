@@ -1,0 +1,156 @@
+"""Turn the dask results, the ledger and the quarantine into the report's JSON-ready numbers.
+
+Bytes per token is input bytes over stored tokens. The token premium of a group is its
+tokens per byte over the whole dataset's: 1.25 means the tokenizer needs 25% more tokens
+for the same number of bytes there than on average.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.report_dataset import Dataset
+from pipeline.report_stats import bin_edges
+
+log = logging.getLogger(__name__)
+
+N_TOP_TOKENS = 20
+N_EXAMPLES = 3
+
+
+def _num(x: Any) -> Any:
+    """A plain JSON number (None for NaN or missing)."""
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return None
+    return x.item() if hasattr(x, "item") else x
+
+
+def group_rows(frame: pd.DataFrame, key: str) -> list[dict]:
+    """Rows of a per-group sum table with bytes per token and token premium, most tokens first."""
+    total_bpt = _ratio(frame["n_bytes"].sum(), frame["n_tokens"].sum())
+    rows = []
+    for name, r in frame.sort_values(["n_tokens", "n_samples"], ascending=False).iterrows():
+        bpt = _ratio(r["n_bytes"], r["n_tokens"])
+        rows.append({key: str(name), "n_samples": int(r["n_samples"]), "n_tokens": int(r["n_tokens"]),
+                     "n_bytes": int(r["n_bytes"]), "bytes_per_token": bpt,
+                     "token_premium": _ratio(total_bpt, bpt) if total_bpt and bpt else None})
+    return rows
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    return float(a) / float(b) if b else None
+
+
+def totals(res: dict, index: dict, missing: list[dict]) -> dict:
+    """Totals over the shards read, beside the index's own totals and any disagreement."""
+    shards = res["shards"] if res else pd.DataFrame(columns=["n_samples", "n_tokens", "n_bytes"])
+    out = {"n_shards": int(len(index["shards"]) - len(missing)),
+           **{k: int(shards[k].sum()) for k in ("n_samples", "n_tokens", "n_bytes")}}
+    out["bytes_per_token"] = _ratio(out["n_bytes"], out["n_tokens"])
+    out["tokens_per_sample"] = _ratio(out["n_tokens"], out["n_samples"])
+    return out
+
+
+def shard_mismatches(res: dict, index: dict, missing: list[dict]) -> list[dict]:
+    """Shards whose counts on disk differ from what the index says."""
+    gone = {m["name"] for m in missing}
+    seen = res["shards"] if res else None
+    out = []
+    for shard in index["shards"]:
+        if shard["name"] in gone:
+            continue
+        got = {k: int(seen.loc[shard["name"], k]) if seen is not None and shard["name"] in seen.index else 0
+               for k in ("n_samples", "n_tokens", "n_bytes")}
+        want = {k: int(shard.get(k, 0)) for k in got}
+        if got != want:
+            out.append({"name": shard["name"], "index": want, "shard": got})
+    return out
+
+
+def lengths(res: dict) -> dict:
+    """Length distribution: min/max/mean, approximate quantiles, log-scale histogram."""
+    if not res or res["hist"].empty:
+        return {"min": None, "max": None, "mean": None, "p50": None, "p90": None, "p99": None, "histogram": []}
+    q = res["quantiles"]
+    hist = [{"lo": bin_edges(int(b))[0], "hi": bin_edges(int(b))[1], "count": int(c)}
+            for b, c in sorted(res["hist"].items())]
+    return {"min": _num(res["min"]), "max": _num(res["max"]), "mean": _num(float(res["mean"])),
+            "p50": _num(float(q.iloc[0])), "p90": _num(float(q.iloc[1])), "p99": _num(float(q.iloc[2])),
+            "histogram": hist}
+
+
+def longest(res: dict) -> list[dict]:
+    """The longest samples, longest first."""
+    if not res:
+        return []
+    cols = ["id", "source", "group", "shard", "n_tokens", "n_bytes"]
+    return [{k: _num(r[k]) for k in cols} for _, r in res["longest"].iterrows()]
+
+
+def vocab(res: dict, ds: Dataset) -> dict:
+    """Token use: the most frequent base ids (with their text) and the never-used share."""
+    size = ds.base_vocab_size
+    counts = res["counts"] if res else pd.Series([], dtype="int64")
+    counts = counts[counts.index < size] if size else counts
+    total = int(counts.sum())
+    top = counts.sort_values(ascending=False, kind="stable").head(N_TOP_TOKENS)
+    texts = token_texts(ds, [int(i) for i in top.index])
+    used = int((counts > 0).sum())
+    return {"vocab_size": size or None, "n_used": used, "n_tokens": total,
+            "unused_share": _ratio(size - used, size) if size else None,
+            "top": [{"id": int(i), "count": int(c), "share": _ratio(c, total), "text": texts.get(int(i))}
+                    for i, c in top.items()]}
+
+
+def token_texts(ds: Dataset, ids: list[int]) -> dict[int, str]:
+    """Readable text of base token ids from the dataset's own tokenizer files, where it can."""
+    kind = ds.index.get("tokenizer", {}).get("kind")
+    if kind == "bytes":
+        return {i: repr(bytes([i]))[2:-1] for i in ids if i < 256}
+    files = [f for f in ds.index.get("tokenizer", {}).get("files", []) if f.endswith("tokenizer.json")]
+    if not files or not ids:
+        return {}
+    try:
+        from tokenizers import Tokenizer
+        with ds.fs.open(ds.path(files[0]), "r") as f:
+            tok = Tokenizer.from_str(f.read())
+        return {i: tok.decode([i], skip_special_tokens=False) for i in ids}
+    except Exception as err:  # a report without token texts beats no report
+        log.warning("cannot decode token texts with %s: %s", files[0], err)
+        return {}
+
+
+def dynamic(res: dict) -> dict | None:
+    """Per-shard length reduction of the dynamic stage, or None when it did not run."""
+    frame = res["dynamic"] if res else None
+    if frame is None or frame.empty:
+        return None
+    rows = [{"shard": r["shard"], "n_tokens": int(r["n_tokens"]), "n_base_tokens": int(r["n_base_tokens"]),
+             "n_merges": int(r["n_merges"]), "reduction": 1 - (_ratio(r["n_tokens"], r["n_base_tokens"]) or 1)}
+            for _, r in frame.sort_values("shard").iterrows()]
+    n, base = sum(r["n_tokens"] for r in rows), sum(r["n_base_tokens"] for r in rows)
+    return {"n_tokens": n, "n_base_tokens": base, "reduction": 1 - (_ratio(n, base) or 1), "shards": rows}
+
+
+def errors(table: pa.Table) -> dict:
+    """Quarantined inputs by reason (digits folded, so 'byte 41' and 'byte 96' group) and stage."""
+    frame = table.to_pandas()
+    frame["kind"] = [re.sub(r"\d+", "N", r or "") for r in frame["reason"]]
+    by_reason = []
+    for kind, grp in sorted(frame.groupby("kind"), key=lambda kv: (-len(kv[1]), kv[0])):
+        examples = grp.head(N_EXAMPLES)[["uri", "member", "reason", "stage", "unit"]].to_dict("records")
+        by_reason.append({"reason": kind, "count": int(len(grp)), "examples": examples})
+    stages = frame["stage"].value_counts()
+    return {"n_errors": int(len(frame)), "by_reason": by_reason,
+            "by_stage": [{"stage": str(s), "count": int(c)} for s, c in stages.items()]}
+
+
+def dumps(stats: dict) -> str:
+    """Stable JSON of the statistics."""
+    return json.dumps(stats, indent=2, sort_keys=True, default=_num)

@@ -1,0 +1,96 @@
+"""Run speed from the ledger: runs, throughput over time, and per worker (host:pid).
+
+Ledger entries hold each unit's start and end, host and pid. Entries closer than RUN_GAP_S
+belong to one run, so a nightly output folder shows each night apart; the timeline and the
+per-worker figures describe the latest run. A unit's bytes and tokens are spread evenly over
+its own interval, which gives the rate over time without any per-sample timestamps.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+RUN_GAP_S = 300.0
+N_TIME_BINS = 40
+
+
+def _units(ledger: list[dict]) -> list[dict]:
+    """Ledger entries with usable times, as flat records sorted by start."""
+    out = []
+    for e in ledger:
+        run = e.get("run") or {}
+        start, end = run.get("started"), run.get("finished")
+        if not isinstance(start, (int, float)) or not isinstance(end, (int, float)) or end < start:
+            continue
+        out.append({"start": float(start), "end": float(end), "seconds": float(run.get("seconds") or end - start),
+                    "worker": f"{run.get('host', '?')}:{run.get('pid', '?')}",
+                    **{k: int(e.get(k) or 0) for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")}})
+    return sorted(out, key=lambda u: u["start"])
+
+
+def split_runs(units: list[dict], gap_s: float = RUN_GAP_S) -> list[list[dict]]:
+    """Group units (sorted by start) into runs separated by idle gaps longer than gap_s."""
+    runs: list[list[dict]] = []
+    end = -np.inf
+    for u in units:
+        if u["start"] - end > gap_s:
+            runs.append([])
+        runs[-1].append(u)
+        end = max(end, u["end"])
+    return runs
+
+
+def run_summary(units: list[dict]) -> dict:
+    """Totals and rates of one run; rates use the run's wall time."""
+    start, end = min(u["start"] for u in units), max(u["end"] for u in units)
+    wall = end - start
+    sums = {k: sum(u[k] for u in units) for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")}
+    return {"started": start, "seconds": wall, "busy_seconds": sum(u["seconds"] for u in units),
+            "n_units": len(units), "n_workers": len({u["worker"] for u in units}), **sums,
+            "bytes_per_second": sums["n_bytes"] / wall if wall > 0 else None,
+            "tokens_per_second": sums["n_tokens"] / wall if wall > 0 else None}
+
+
+def workers(units: list[dict]) -> list[dict]:
+    """Per worker: units, busy seconds, bytes, tokens and its own rate while busy."""
+    acc: dict[str, dict] = defaultdict(lambda: {"n_units": 0, "busy_seconds": 0.0, "n_bytes": 0, "n_tokens": 0})
+    for u in units:
+        w = acc[u["worker"]]
+        w["n_units"] += 1
+        w["busy_seconds"] += u["seconds"]
+        w["n_bytes"] += u["n_bytes"]
+        w["n_tokens"] += u["n_tokens"]
+    return [{"worker": name, **w, "bytes_per_second": w["n_bytes"] / w["busy_seconds"] if w["busy_seconds"] else None}
+            for name, w in sorted(acc.items())]
+
+
+def timeline(units: list[dict], n_bins: int = N_TIME_BINS) -> list[dict]:
+    """Bytes/s and tokens/s in n_bins equal slices of the run, each unit spread over its interval."""
+    start = np.array([u["start"] for u in units])
+    end = np.array([u["end"] for u in units])
+    t0, t1 = start.min(), end.max()
+    if t1 <= t0:
+        return []
+    edges = np.linspace(t0, t1, n_bins + 1)
+    lo, hi = np.maximum(start[:, None], edges[None, :-1]), np.minimum(end[:, None], edges[None, 1:])
+    overlap = np.clip(hi - lo, 0, None)
+    span = np.maximum(end - start, 1e-9)[:, None]
+    share = np.where((end - start)[:, None] > 0, overlap / span, (start[:, None] >= edges[None, :-1]) *
+                     (start[:, None] < edges[None, 1:]))
+    width = edges[1] - edges[0]
+    nbytes = (share * np.array([u["n_bytes"] for u in units])[:, None]).sum(0) / width
+    ntoks = (share * np.array([u["n_tokens"] for u in units])[:, None]).sum(0) / width
+    return [{"t": float(edges[i] - t0), "bytes_per_second": float(nbytes[i]), "tokens_per_second": float(ntoks[i])}
+            for i in range(n_bins)]
+
+
+def throughput(ledger: list[dict]) -> dict:
+    """All runs found in the ledger, and for the latest one its timeline and workers."""
+    units = _units(ledger)
+    if not units:
+        return {"n_units": 0, "runs": [], "latest": None}
+    runs = split_runs(units)
+    latest = runs[-1]
+    return {"n_units": len(units), "runs": [run_summary(r) for r in runs],
+            "latest": {**run_summary(latest), "workers": workers(latest), "timeline": timeline(latest)}}

@@ -1,0 +1,97 @@
+"""The tokenizer interface every modality implements, and the flat token batch it returns."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass
+class TokenBatch:
+    """Token ids of many samples as one flat array plus offsets (never lists of lists)."""
+
+    values: np.ndarray   # uint32, all samples' tokens back to back
+    offsets: np.ndarray  # int64, len n+1; sample i is values[offsets[i]:offsets[i+1]]
+    shapes: list[list[int]] | None = None  # token grid per sample; None means [length]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @classmethod
+    def concat(cls, parts: list["TokenBatch"]) -> "TokenBatch":
+        """One batch from several, in order."""
+        if not parts:
+            return cls(np.zeros(0, np.uint32), np.zeros(1, np.int64))
+        values = np.concatenate([p.values for p in parts]).astype(np.uint32, copy=False)
+        starts = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
+        offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, starts)]).astype(np.int64)
+        shapes = None
+        if any(p.shapes is not None for p in parts):
+            shapes = [s for p in parts for s in (p.shapes or [[int(n)] for n in p.lengths()])]
+        return cls(values, offsets, shapes)
+
+    @classmethod
+    def from_lists(cls, seqs: Sequence[Sequence[int]], eos_id: int | None = None) -> "TokenBatch":
+        """Flatten per-sample id sequences, appending eos_id to each when given."""
+        extra = 0 if eos_id is None else 1
+        lengths = np.fromiter((len(s) + extra for s in seqs), dtype=np.int64, count=len(seqs))
+        offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        if eos_id is None:
+            values = np.fromiter((t for s in seqs for t in s), dtype=np.uint32, count=int(offsets[-1]))
+        else:
+            values = np.full(int(offsets[-1]), eos_id, dtype=np.uint32)
+            body = np.fromiter((t for s in seqs for t in s), dtype=np.uint32, count=int(offsets[-1]) - len(seqs))
+            mask = np.ones(len(values), dtype=bool)
+            mask[offsets[1:] - 1] = False
+            values[mask] = body
+        return cls(values, offsets)
+
+
+class Tokenizer:
+    """Base class: subclasses set kind/vocab_size/eos_id and implement encode_batch/decode."""
+
+    kind: str = ""
+    vocab_size: int = 0
+    eos_id: int | None = None
+    engine: str = ""
+
+    def encode_batch(self, samples: list[Any]) -> TokenBatch:
+        raise NotImplementedError
+
+    def decode(self, ids: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def files(self) -> list[Path]:
+        """Files that define this tokenizer; copied into OUT/tokenizer/ and fingerprinted."""
+        return []
+
+    def options(self) -> dict[str, Any]:
+        """Options that change the ids, part of the fingerprint."""
+        return {}
+
+    def token_bytes(self) -> list[bytes] | None:
+        """Byte string of each id for byte/text tokenizers (None where tokens are not bytes)."""
+        return None
+
+    def codebook(self) -> np.ndarray | None:
+        """Code embeddings [K, D] for vector-quantizing tokenizers."""
+        return None
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(f"{self.kind}\n{sorted(self.options().items())}\n".encode())
+        for path in self.files():
+            h.update(path.name.encode() + b"\n" + path.read_bytes())
+        return h.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "fingerprint": self.fingerprint, "vocab_size": self.vocab_size,
+                "eos_id": self.eos_id, "engine": self.engine,
+                "files": [f"tokenizer/{p.name}" for p in self.files()]}

@@ -1,0 +1,1 @@
+"""Tokenizer training: `tokenmill train` learns a tokenizer from the corpus itself (offline)."""

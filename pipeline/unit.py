@@ -1,0 +1,175 @@
+"""One work unit end to end, with no Ray: read -> decode -> tokenize -> stages -> write -> commit.
+
+`UnitProcessor` holds the heavy state (tokenizer, stages) and is built once per worker;
+calling it on a unit writes the shard files atomically and then the ledger entry (the
+commit). Bad records are quarantined to `_errors/` and counted; the unit still commits.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.decoders import decoder_for
+from pipeline.errors import DecodeError, Quarantined, UnitFailed
+from pipeline.ledger import ERROR_DIR, SHARD_DIR, Ledger
+from pipeline.plan import WorkUnit
+from pipeline.shard import FORMAT_VERSION, build_table, public_columns, token_dtype
+from pipeline.sinks import writer_for
+from pipeline.sources import RawRecord, reader_for
+from pipeline.spec import TEXT_MODALITIES, JobSpec
+from pipeline.storage import Storage
+from pipeline.tokenizers import Tokenizer, TokenBatch, build_tokenizer
+
+log = logging.getLogger(__name__)
+
+BATCH_DOCS = 1024          # documents per engine call: large batches amortise the call
+BATCH_BYTES = 4 << 20      # ... or 4 MiB of input, whichever comes first
+
+
+def output_dtype(spec: JobSpec, tokenizer: Tokenizer) -> str:
+    """Token dtype of every shard of the job, fixed at spec time."""
+    if spec.stages:
+        from pipeline.stages import stage_token_dtype
+        return stage_token_dtype(tokenizer.vocab_size, spec.stages)
+    return token_dtype(tokenizer.vocab_size)
+
+
+class UnitProcessor:
+    """Processes units of one job; build once per worker (loads the tokenizer once)."""
+
+    def __init__(self, spec: JobSpec, engine: str | None = None) -> None:
+        self.spec = spec
+        self.tokenizer = build_tokenizer(spec.tokenizer, engine)
+        self.storage = Storage(spec.sink.uri, spec.sink.storage_options)
+        self.ledger = Ledger(self.storage)
+        self.read = reader_for(spec.source.format)
+        self.decode = decoder_for(spec.source.modality)
+        self.dtype = output_dtype(spec, self.tokenizer)
+        self.spec_hash = spec.spec_hash()
+        self.metadata = {"format_version": FORMAT_VERSION, "tokenizer_fingerprint": self.tokenizer.fingerprint,
+                         "spec_hash": self.spec_hash, "base_vocab_size": str(self.tokenizer.vocab_size)}
+        self.stages = self._build_stages()
+
+    def _build_stages(self) -> list[Any]:
+        if not self.spec.stages:
+            return []
+        from pipeline.stages import StageContext, build_stages
+        ctx = StageContext(modality=self.spec.source.modality, base_vocab_size=self.tokenizer.vocab_size,
+                           eos_id=self.tokenizer.eos_id, token_bytes=self.tokenizer.token_bytes(),
+                           codebook=self.tokenizer.codebook())
+        return build_stages(self.spec.stages, ctx)
+
+    def __call__(self, unit: WorkUnit, attempt: int = 1) -> dict[str, Any]:
+        started = time.time()
+        table, errors = self.tokenize_unit(unit)
+        stage_stats = {}
+        for stage in self.stages:
+            table = stage(table)
+            stage_stats[stage.name] = stage.stats
+        table = public_columns(table)
+        files = self.write_shards(unit, table)
+        if errors:
+            self.write_errors(unit, errors)
+        entry = self.ledger_entry(unit, table, files, len(errors), stage_stats, started, attempt)
+        self.ledger.commit(entry)
+        return entry
+
+    def tokenize_unit(self, unit: WorkUnit) -> tuple[pa.Table, list[Quarantined]]:
+        """Read, decode and tokenize every record of a unit into one shard table."""
+        rows: dict[str, list[Any]] = {"id": [], "source": [], "modality": [], "n_bytes": [], "meta": []}
+        texts: list[str] = []
+        batches: list[TokenBatch] = []
+        errors: list[Quarantined] = []
+        pending: list[tuple[RawRecord, Any]] = []
+        pending_bytes = 0
+        for item in self.read(unit, self.spec.source):
+            if isinstance(item, Quarantined):
+                self._quarantine(errors, item)
+                continue
+            try:
+                pending.append((item, self.decode(item, self.spec.source)))
+            except DecodeError as err:
+                self._quarantine(errors, Quarantined.from_error(err))
+                continue
+            pending_bytes += item.n_bytes
+            if len(pending) >= BATCH_DOCS or pending_bytes >= BATCH_BYTES:
+                self._encode(pending, rows, texts, batches, errors)
+                pending, pending_bytes = [], 0
+        self._encode(pending, rows, texts, batches, errors)
+        batch = TokenBatch.concat(batches)
+        if self.spec.stages and self.spec.source.modality in TEXT_MODALITIES:
+            rows["extra"] = {"_text": pa.array(texts, pa.large_string())}
+        return build_table(rows, batch, self.dtype, self.metadata, batch.shapes), errors
+
+    def _quarantine(self, errors: list[Quarantined], item: Quarantined) -> None:
+        if self.spec.on_error == "fail":
+            raise UnitFailed(f"bad input (on_error: fail): {item.uri} {item.member}: {item.reason}")
+        errors.append(item)
+
+    def _encode(self, pending, rows, texts, batches, errors) -> None:
+        """Tokenize a batch; when the engine rejects it, find and quarantine the bad records."""
+        if not pending:
+            return
+        payloads = [p for _, p in pending]
+        try:
+            batches.append(self.tokenizer.encode_batch(payloads))
+            kept = pending
+        except Exception:  # noqa: BLE001 - engines raise assorted types; isolate record by record
+            kept = []
+            for record, payload in pending:
+                try:
+                    batches.append(self.tokenizer.encode_batch([payload]))
+                    kept.append((record, payload))
+                except Exception as exc:  # noqa: BLE001
+                    self._quarantine(errors, Quarantined(record.source, record.member, f"tokenizer failed: {exc}",
+                                                         "tokenize"))
+        modality = self.spec.source.modality
+        for record, payload in kept:
+            rows["id"].append(record.id)
+            rows["source"].append(record.source)
+            rows["modality"].append(modality)
+            rows["n_bytes"].append(record.n_bytes)
+            rows["meta"].append(record.meta)
+            if isinstance(payload, str):
+                texts.append(payload)
+
+    def write_shards(self, unit: WorkUnit, table: pa.Table) -> dict[str, dict[str, Any]]:
+        """Each format's file, written atomically; returns path, size and sha256 per format."""
+        files = {}
+        for fmt in self.spec.sink.formats:
+            ext, to_bytes = writer_for(fmt)
+            data = to_bytes(table)
+            path = f"{SHARD_DIR}/{unit.shard_name}{ext}"
+            self.storage.write_atomic(path, data)
+            files[fmt] = {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        return files
+
+    def write_errors(self, unit: WorkUnit, errors: list[Quarantined]) -> None:
+        table = pa.table({k: pa.array([getattr(e, k) for e in errors], pa.string())
+                          for k in ("uri", "member", "reason", "stage")})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        self.storage.write_atomic(f"{ERROR_DIR}/{unit.id}.parquet", sink.getvalue().to_pybytes())
+
+    def ledger_entry(self, unit: WorkUnit, table: pa.Table, files: dict[str, Any], n_errors: int,
+                     stage_stats: dict[str, Any], started: float, attempt: int) -> dict[str, Any]:
+        tokens = table.column("tokens")
+        finished = time.time()
+        return {
+            "version": 1, "unit": unit.id, "fingerprint": unit.fingerprint, "shard": unit.shard_name,
+            "spec_hash": self.spec_hash, "tokenizer_fingerprint": self.tokenizer.fingerprint,
+            "inputs": unit.to_json()["inputs"], "files": files,
+            "n_samples": table.num_rows, "n_tokens": int(pc.sum(pc.list_value_length(tokens)).as_py() or 0),
+            "n_bytes": int(pc.sum(table.column("n_bytes")).as_py() or 0), "n_errors": n_errors,
+            "stage_stats": stage_stats,
+            "run": {"host": socket.gethostname(), "pid": os.getpid(), "started": started, "finished": finished,
+                    "seconds": round(finished - started, 4), "attempt": attempt, "engine": self.tokenizer.engine},
+        }
