@@ -87,7 +87,7 @@ class TokenDataset(IterableDataset):
     def _blocks(self, stream: Stream, cache: ShardCache, doc: int, tok: int) -> Iterator[tuple[list, int, int]]:
         """(documents, stream position of the first, tokens to skip in it), block by block from `doc`."""
         first_block = doc // stream.block
-        for b in range(first_block, stream.n_blocks):
+        for b in range(first_block, stream.n_blocks if doc < stream.total else 0):
             docs = self._block_docs(stream, b, cache)
             lo = doc - b * stream.block if b == first_block else 0
             yield docs[lo:], b * stream.block + lo, tok if b == first_block else 0

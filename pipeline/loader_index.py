@@ -12,7 +12,7 @@ import logging
 import os
 import posixpath
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -64,6 +64,7 @@ class DatasetIndex:
     tokenizer_fingerprint: str
     token_dtype: str
     eos_id: int | None
+    vocab_size: int | None
     shards: tuple[ShardRef, ...]
 
     @property
@@ -75,7 +76,7 @@ class DatasetIndex:
     def without(self, names: set[str]) -> "DatasetIndex":
         kept = tuple(s for s in self.shards if s.name not in names)
         return DatasetIndex(self.uri, self.fs, self.local, self.name, self.tokenizer_fingerprint,
-                            self.token_dtype, self.eos_id, kept)
+                            self.token_dtype, self.eos_id, self.vocab_size, kept)
 
 
 def load_index(uri: str, storage_options: dict[str, Any] | None = None) -> DatasetIndex:
@@ -96,7 +97,7 @@ def load_index(uri: str, storage_options: dict[str, Any] | None = None) -> Datas
     if doc["token_dtype"] not in TOKEN_DTYPES:
         raise ValueError(f"{path}: token_dtype {doc['token_dtype']!r} is not uint16 or uint32")
     return DatasetIndex(uri, fs, is_local(fs), doc.get("name", ""), tok["fingerprint"],
-                        doc["token_dtype"], tok.get("eos_id"), shards)
+                        doc["token_dtype"], tok.get("eos_id"), tok.get("vocab_size"), shards)
 
 
 def _shard_ref(root: str, entry: dict[str, Any], index_path: str) -> ShardRef:
@@ -133,6 +134,15 @@ class ShardData:
                 o = offsets[lo:hi + 1].tolist()
                 out.extend(values[a:b] for a, b in zip(o, o[1:]))
         return out
+
+    def batches(self, expand: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(tokens, document lengths) per record batch, in row order; tokens contiguous."""
+        for values, offsets, c0, c1 in zip(self._values, self._offsets, self._starts, self._starts[1:]):
+            if expand and self.dynamic is not None:
+                docs = self.expanded(int(c0), int(c1))
+                yield np.concatenate(docs), np.array([len(d) for d in docs], dtype=np.int64)
+            else:
+                yield values[offsets[0]:offsets[-1]], np.diff(offsets).astype(np.int64)
 
     def expanded(self, start: int, stop: int) -> list[np.ndarray]:
         """Like `docs`, with dynamic-tokenization ids expanded to base ids."""

@@ -88,6 +88,9 @@ def list_inputs(uris: Iterable[str], storage_options: dict[str, Any] | None = No
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         prefix = "" if protocol in ("file", "local") else f"{protocol}://"
         if any(c in path for c in _GLOB_CHARS):
+            root = _static_prefix(path).rsplit("/", 1)[0] or "/"
+            if not fs.exists(root):
+                raise SpecError(f"source.uri: no such file or folder: {root} (in {uri})")
             infos = fs.glob(path, detail=True)
         elif fs.isdir(path):
             infos = fs.find(path, detail=True)

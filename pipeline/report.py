@@ -38,9 +38,12 @@ def _describe(ds: Dataset, out_dir: str) -> dict:
 
 def compute_stats(out_dir: str, *, group_by: str = "folder", storage_options: dict | None = None) -> dict:
     """Statistics of the dataset in out_dir as JSON-serializable numbers (see docs/report.md)."""
-    began = time.perf_counter()
     check_group_by(group_by)
-    ds = open_dataset(out_dir, storage_options)
+    return _stats(open_dataset(out_dir, storage_options), str(out_dir), group_by)
+
+
+def _stats(ds: Dataset, out_dir: str, group_by: str) -> dict:
+    began = time.perf_counter()
     refs, missing = shard_refs(ds)
     for m in missing:
         log.warning("shard %s is in dataset.json but missing from disk: %s", m["name"], m["paths"])
@@ -66,15 +69,15 @@ def _timing(seconds: float, th: dict) -> dict:
 
 def write_report(out_dir: str, *, group_by: str = "folder", storage_options: dict | None = None) -> str:
     """Compute the statistics and write OUT/report.html (one self-contained file); returns its path."""
-    stats = compute_stats(out_dir, group_by=group_by, storage_options=storage_options)
-    ds_fs, root = open_dataset(out_dir, storage_options).fs, str(out_dir).rstrip("/")
+    check_group_by(group_by)
+    ds = open_dataset(out_dir, storage_options)
+    stats = _stats(ds, str(out_dir), group_by)
     page = render(stats).encode("utf-8")
-    target = f"{root}/{REPORT_NAME}"
-    _, path = ds_fs._strip_protocol(target), target
-    tmp = ds_fs._strip_protocol(f"{root}/.{REPORT_NAME}.tmp")
-    with ds_fs.open(tmp, "wb") as f:
+    tmp = ds.path(f".{REPORT_NAME}.tmp")
+    with ds.fs.open(tmp, "wb") as f:
         f.write(page)
-    ds_fs.mv(tmp, ds_fs._strip_protocol(target))
+    ds.fs.mv(tmp, ds.path(REPORT_NAME))  # a rename locally; on object stores the final PUT is whole
+    path = ds.path(REPORT_NAME) if "://" not in str(out_dir) else f"{str(out_dir).rstrip('/')}/{REPORT_NAME}"
     log.info("report written: %s (%d bytes, stats in %.2f s)", path, len(page), stats["report"]["seconds"])
     return path
 

@@ -7,6 +7,7 @@ Every string from the data is escaped; tables show the first MAX_ROWS rows (the 
 from __future__ import annotations
 
 import html
+import time
 from typing import Any, Iterable
 
 from pipeline import report_plots as plots
@@ -25,6 +26,7 @@ th,td{border:1px solid #e1e4e8;padding:4px 8px;text-align:left;vertical-align:to
 td.n{text-align:right;font-variant-numeric:tabular-nums} th{background:#eef1f5}
 code{font-size:12px;word-break:break-all} img{max-width:100%;background:#fff;border:1px solid #e1e4e8;margin:8px 0}
 .alert{background:#fff4e5;border:1px solid #f0b86e;border-radius:6px;padding:8px 12px;margin:10px 0}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:10px}
 .empty{background:#eef1f5;border-radius:6px;padding:16px;font-size:16px}
 """
 
@@ -54,6 +56,11 @@ def size(n: Any) -> str:
     return f"{n:,.1f} TiB"
 
 
+def when(t: float | None) -> str:
+    """A unix time as UTC date and time."""
+    return "–" if t is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
 def pct(x: Any) -> str:
     """A share as a percentage."""
     return "–" if x is None else f"{100 * x:.1f}%"
@@ -73,6 +80,11 @@ def table(headers: list[str], rows: Iterable[list[Any]], numeric: set[int] = fro
 def img(uri: str, alt: str) -> str:
     """An embedded plot."""
     return f'<img src="{uri}" alt="{esc(alt)}">'
+
+
+def side_by_side(*parts: str) -> str:
+    """Plots next to each other where the page is wide enough."""
+    return '<div class="plots">' + "".join(p for p in parts if p) + "</div>"
 
 
 def header(s: dict) -> str:
@@ -113,12 +125,12 @@ def groups(s: dict) -> str:
     rows = s["groups"]
     labels = [r["group"] for r in rows]
     return (f"<h2>By {esc(s['group_by'])}</h2>"
-            + img(plots.bars(labels, [r["n_tokens"] for r in rows], title=f"Tokens by {s['group_by']}",
-                             xlabel="tokens"), "tokens per group")
-            + img(plots.bars(labels, [r["bytes_per_token"] or 0 for r in rows],
-                             title=f"Bytes per token by {s['group_by']} (higher = better compression)",
-                             xlabel="input bytes per token", overall=s["totals"]["bytes_per_token"]),
-                  "bytes per token per group")
+            + side_by_side(img(plots.bars(labels, [r["n_tokens"] for r in rows], title=f"Tokens by {s['group_by']}",
+                                          xlabel="tokens"), "tokens per group"),
+                           img(plots.bars(labels, [r["bytes_per_token"] or 0 for r in rows],
+                                          title="Bytes per token (higher = better compression)",
+                                          xlabel="input bytes per token", overall=s["totals"]["bytes_per_token"]),
+                               "bytes per token per group"))
             + _group_table(rows, "group") + "<h2>By modality</h2>" + _group_table(s["modalities"], "modality"))
 
 
@@ -192,8 +204,8 @@ def speed(s: dict) -> str:
     latest = th["latest"]
     if not latest:
         return "<h2>Run speed</h2><p>The ledger holds no timings.</p>"
-    runs = table(["run started (unix s)", "units", "workers", "seconds", "input MB/s", "tokens/s"],
-                 ([num(r["started"], 12), num(r["n_units"]), num(r["n_workers"]), num(r["seconds"]),
+    runs = table(["run started", "units", "workers", "seconds", "input MB/s", "tokens/s"],
+                 ([when(r["started"]), num(r["n_units"]), num(r["n_workers"]), num(r["seconds"]),
                    num((r["bytes_per_second"] or 0) / 1e6), num(r["tokens_per_second"])] for r in th["runs"]),
                  numeric={1, 2, 3, 4, 5})
     tl = latest["timeline"]
@@ -205,8 +217,9 @@ def speed(s: dict) -> str:
     wtable = table(["worker", "units", "busy seconds", "input bytes", "tokens", "MB/s while busy"],
                    ([w["worker"], num(w["n_units"]), num(w["busy_seconds"]), size(w["n_bytes"]), num(w["n_tokens"]),
                      num((w["bytes_per_second"] or 0) / 1e6)] for w in ws), numeric={1, 2, 3, 4, 5})
-    return ("<h2>Run speed</h2>" + runs + (img(plot, "throughput over time") if tl else "")
-            + img(wplot, "throughput per worker") + wtable)
+    return ("<h2>Run speed</h2>" + runs
+            + side_by_side(img(plot, "throughput over time") if tl else "", img(wplot, "throughput per worker"))
+            + wtable)
 
 
 def footer(s: dict) -> str:

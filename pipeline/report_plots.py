@@ -29,7 +29,7 @@ def _svg(fig: plt.Figure) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _figure(height: float = 3.0, width: float = 7.0) -> tuple[plt.Figure, plt.Axes]:
+def _figure(height: float = 3.0, width: float = 5.0) -> tuple[plt.Figure, plt.Axes]:
     """A new figure; callers hold plt.rc_context(STYLE) so the style applies to its axes."""
     return plt.subplots(figsize=(width, height))
 
@@ -51,10 +51,12 @@ def bars(labels: list[str], values: list[float], *, title: str, xlabel: str,
         ax.set_yticks(range(len(labels)), [_short(s) for s in labels])
         ax.invert_yaxis()
         if overall is not None:
-            ax.axvline(overall, color=ACCENT, linestyle="--", label=f"overall {overall:.3g}")
-            ax.legend(loc="lower right", frameon=False)
+            ax.axvline(overall, color=ACCENT, linestyle="--")
+            ax.annotate(f"overall {overall:.3g}", xy=(overall, 1.0), xycoords=("data", "axes fraction"),
+                        ha="center", va="bottom", color=ACCENT)
         ax.xaxis.set_major_formatter(FuncFormatter(_human))
-        ax.set(title=title, xlabel=xlabel)
+        ax.set_title(title, pad=16 if overall is not None else 6)
+        ax.set_xlabel(xlabel)
         return _svg(fig)
 
 

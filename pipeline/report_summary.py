@@ -141,7 +141,7 @@ def dynamic(res: dict) -> dict | None:
 def errors(table: pa.Table) -> dict:
     """Quarantined inputs by reason (digits folded, so 'byte 41' and 'byte 96' group) and stage."""
     frame = table.to_pandas()
-    frame["kind"] = [re.sub(r"\d+", "N", r or "") for r in frame["reason"]]
+    frame["kind"] = [re.sub(r"(?<![\w.-])\d+", "N", r or "") for r in frame["reason"]]
     by_reason = []
     for kind, grp in sorted(frame.groupby("kind"), key=lambda kv: (-len(kv[1]), kv[0])):
         examples = grp.head(N_EXAMPLES)[["uri", "member", "reason", "stage", "unit"]].to_dict("records")

@@ -90,15 +90,17 @@ class UnitProcessor:
         errors: list[Quarantined] = []
         pending: list[tuple[RawRecord, Any]] = []
         pending_bytes = 0
-        for item in self.read(unit, self.spec.source):
+        from pipeline.decoders.pool import bind_hints, decode_stream, decode_threads
+        decode = bind_hints(self.decode, self.tokenizer)
+        for item, payload in decode_stream(self.read(unit, self.spec.source), decode, self.spec.source,
+                                           decode_threads(self.spec)):
             if isinstance(item, Quarantined):
                 self._quarantine(errors, item)
                 continue
-            try:
-                pending.append((item, self.decode(item, self.spec.source)))
-            except DecodeError as err:
-                self._quarantine(errors, Quarantined.from_error(err))
+            if isinstance(payload, DecodeError):
+                self._quarantine(errors, Quarantined.from_error(payload))
                 continue
+            pending.append((item, payload))
             pending_bytes += item.n_bytes
             if len(pending) >= BATCH_DOCS or pending_bytes >= BATCH_BYTES:
                 self._encode(pending, rows, texts, batches, errors)

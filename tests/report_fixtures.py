@@ -50,7 +50,7 @@ def build_corpus(root: Path, n_code: int = 24, n_docs: int = 6, code_dirs: tuple
     corpus = root / "corpus"
     code = [p for d in code_dirs for p in sorted((STDLIB / d).glob("*.py"))]
     if n_code > len(code):
-        code = sorted(p for p in STDLIB.rglob("*.py") if "test" not in p.parts and "site-packages" not in p.parts)
+        code = sorted(p for p in STDLIB.rglob("*.py") if "site-packages" not in p.parts)
     for src in code[:n_code]:
         _copy(src, corpus / "code" / src.relative_to(STDLIB))
     for pkg in DOC_PACKAGES[:n_docs]:

@@ -14,6 +14,9 @@ DECODERS: dict[str, str] = {
     "text": "pipeline.decoders.text:decode_text",
     "code": "pipeline.decoders.text:decode_text",
     "binary": "pipeline.decoders.text:decode_binary",
+    "image": "pipeline.decoders.image:decode_image",
+    "audio": "pipeline.decoders.audio:decode_audio",
+    "video": "pipeline.decoders.video:decode_video",
 }
 
 

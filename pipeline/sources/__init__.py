@@ -32,6 +32,7 @@ SOURCES: dict[str, str] = {
     "lines": "pipeline.sources.lines:read_lines",
     "jsonl": "pipeline.sources.lines:read_jsonl",
     "parquet": "pipeline.sources.parquet:read_parquet",
+    "webdataset": "pipeline.sources.webdataset:read_webdataset",
 }
 
 

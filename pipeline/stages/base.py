@@ -144,21 +144,21 @@ def _text_bytes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return data, (offsets - offsets[0]).astype(np.int64)
 
 
-_ASCII_CLASS = np.array([SPACE if chr(c).isspace() else WORD if (chr(c).isalnum() or c == 95) else PUNCT
-                         for c in range(128)], dtype=np.uint8)
+_BYTE_CLASS = np.array([SPACE if chr(c).isspace() else WORD if (chr(c).isalnum() or c == 95) else PUNCT
+                        for c in range(128)] + [WORD] * 128, dtype=np.uint8)
 
 
 def byte_classes(data: np.ndarray) -> np.ndarray:
     """SPACE/WORD/PUNCT for every byte, from the Unicode class of the character it is part of."""
-    if len(data) == 0 or int(data.max()) < 128:
-        return _ASCII_CLASS[data]
-    lead = (data & 0xC0) != 0x80
-    starts = np.flatnonzero(lead)
-    cps = _code_points(data, starts)
-    uniq, inv = np.unique(cps, return_inverse=True)
+    classes = _BYTE_CLASS[data]
+    high = np.flatnonzero(data >= 0x80)
+    if not len(high):
+        return classes
+    is_lead = data[high] >= 0xC0
+    uniq, inverse = np.unique(_code_points(data, high[is_lead]), return_inverse=True)
     lut = np.array([_char_class(int(c)) for c in uniq], dtype=np.uint8)
-    char_class = lut[inv]
-    return char_class[np.cumsum(lead) - 1]
+    classes[high] = lut[inverse][np.cumsum(is_lead) - 1]  # continuation bytes follow their lead byte
+    return classes
 
 
 def _char_class(cp: int) -> int:
@@ -194,3 +194,27 @@ def tokens_covering(layout: TextLayout, byte_start: np.ndarray, byte_end: np.nda
     first = np.searchsorted(layout.tok_end, byte_start, side="right")
     last = np.searchsorted(layout.tok_end, byte_end, side="left")
     return first, last + 1
+
+
+# ---- grids (image and video tokens) ------------------------------------------------------------
+
+def grid_positions(table: pa.Table, offsets: np.ndarray) -> np.ndarray:
+    """Flat grid index of every token: the `positions` column when an earlier stage set it, else 0..n-1."""
+    if "positions" in table.column_names:
+        return flat_tokens(table, "positions")[0].astype(np.int64)
+    return np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], np.diff(offsets))
+
+
+def select_rows(table: pa.Table, tokens: np.ndarray, positions: np.ndarray, offsets: np.ndarray,
+                keep: np.ndarray) -> pa.Table:
+    """Keep the tokens where `keep` is True, with their grid `positions`, in the original dtype."""
+    kept = np.concatenate([[0], np.cumsum(keep)])[offsets]
+    dtype = table.schema.field("tokens").type.value_type
+    table = put_column(table, "tokens", list_array(tokens[keep], kept, dtype))
+    return put_column(table, "positions", list_array(positions[keep].astype(np.int32), kept, pa.int32()))
+
+
+def reduction_stats(before: int, after: int) -> dict[str, Any]:
+    """tokens_before, tokens_after and the fraction removed."""
+    return {"tokens_before": before, "tokens_after": after,
+            "reduction": round(1 - after / before, 6) if before else 0.0}

@@ -15,13 +15,23 @@ TOKENIZERS: dict[str, str] = {
     "hf": "pipeline.tokenizers.text:build_hf",
     "tiktoken": "pipeline.tokenizers.text:build_tiktoken",
     "bytes": "pipeline.tokenizers.binary:build_bytes",
+    "image-vq": "pipeline.tokenizers.image:build_image_vq",
+    "audio-mulaw": "pipeline.tokenizers.audio:build_mulaw",
+    "audio-vq": "pipeline.tokenizers.audio:build_audio_vq",
+    "video": "pipeline.tokenizers.video:build_video",
+    "torchscript": "pipeline.tokenizers.torchscript:build_torchscript",
 }
-NEEDS_PATH = {"hf", "tiktoken"}
+NEEDS_PATH = {"hf", "tiktoken", "image-vq", "audio-vq", "video", "torchscript"}
 # kind -> modalities it accepts
 KIND_MODALITIES: dict[str, tuple[str, ...]] = {
     "hf": ("text", "code", "binary"),
     "tiktoken": ("text", "code"),
     "bytes": ("text", "code", "binary"),
+    "image-vq": ("image",),
+    "audio-mulaw": ("audio",),
+    "audio-vq": ("audio",),
+    "video": ("video",),
+    "torchscript": ("image", "audio", "video"),
 }
 
 __all__ = ["TOKENIZERS", "TokenBatch", "Tokenizer", "build_tokenizer", "check_tokenizer_spec"]

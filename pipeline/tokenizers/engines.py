@@ -38,7 +38,7 @@ def measure_engines(spec: TokenizerSpec, docs: list[str], engines: tuple[str, ..
         try:
             tokenizer = build_tokenizer(spec, engine)
             ids, seconds = _encode_timed(tokenizer, docs)
-        except (SpecError, ImportError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - an engine that fails to load or run is not a candidate
             results[engine] = {"available": False, "why": str(exc).split("\n")[0]}
             continue
         mismatched = sum(not np.array_equal(a, b) for a, b in zip(ids, reference))

@@ -10,7 +10,7 @@ import base64
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -65,22 +65,29 @@ class HFTokenizer(Tokenizer):
     def options(self) -> dict[str, Any]:
         return {"add_eos": self.add_eos, "eos_token": self.eos_token}
 
-    def _engine_fn(self, engine: str):
+    def _engine_fn(self, engine: str) -> Callable[[list[str], int | None], TokenBatch]:
+        encode, flatten = self.raw_engine(engine)
+        return lambda docs, eos_id: flatten(encode(docs), eos_id)
+
+    def raw_engine(self, engine: str) -> tuple[Callable[[list[str]], Any], Callable[[Any, int | None], TokenBatch]]:
+        """(encode: documents -> the engine's own output, flatten: that output, eos_id -> TokenBatch)."""
+        from pipeline.tokenizers.gigatoken_engine import engine_threads, gigatoken_engine
+        threads = engine_threads()
         if engine == "hf":
-            return lambda docs: [e.ids for e in self.core.encode_batch_fast(docs, add_special_tokens=False)]
+            core = self.core
+            return (lambda docs: [e.ids for e in core.encode_batch_fast(docs, add_special_tokens=False)],
+                    TokenBatch.from_lists)
         if engine == "tiktoken":
-            enc = self.tiktoken_encoding()
-            return lambda docs: enc.encode_ordinary_batch(docs, num_threads=1)
+            return _tiktoken_numpy(self.tiktoken_encoding(), threads), TokenBatch.from_arrays
         if engine == "gigatoken":
-            from pipeline.tokenizers.gigatoken_engine import gigatoken_encoder
-            return gigatoken_encoder(self.path)
+            return gigatoken_engine(self.path)
         raise SpecError(f"tokenizer.engine: unknown engine {engine!r} (hf, tiktoken, gigatoken, auto)")
 
     def with_engine(self, engine: str) -> "HFTokenizer":
         return HFTokenizer(str(self.path), self.add_eos, engine, self.eos_token)
 
     def encode_batch(self, samples: list[str]) -> TokenBatch:
-        return TokenBatch.from_lists(self._encode(samples), self.eos_id if self.add_eos else None)
+        return self._encode(samples, self.eos_id if self.add_eos else None)
 
     def decode(self, ids: np.ndarray) -> str:
         ids = [int(i) for i in np.asarray(ids) if int(i) != self.eos_id]
@@ -129,6 +136,18 @@ class HFTokenizer(Tokenizer):
         _check_merge_order(self._model["model"].get("merges", []), self.core)
         return tiktoken.Encoding(name=f"tokenmill-{self.path.stem}", pat_str=pattern,
                                  mergeable_ranks=ranks, special_tokens=special)
+
+
+def _tiktoken_numpy(enc: Any, threads: int) -> Callable[[list[str]], list[np.ndarray]]:
+    """Encode each document straight to a uint32 array (no Python int per token); threads > 1 share the batch."""
+    def one(doc: str) -> np.ndarray:
+        return enc.encode_to_numpy(doc, allowed_special="all")  # hf also maps special-token text to its id
+
+    if threads == 1:
+        return lambda docs: [one(d) for d in docs]
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="tiktoken")
+    return lambda docs: list(pool.map(one, docs))
 
 
 def _check_merge_order(merges: list[Any], core: Any) -> None:

@@ -1,0 +1,64 @@
+"""Decoding apart from encoding: a bounded thread pool that decodes ahead of the tokenizer.
+
+Pillow, libsndfile and FFmpeg release the GIL while they decode, so threads overlap media
+decoding with the batched encode on the worker's main thread (which may drive a GPU).
+At most `ahead` records are in flight, so memory stays bounded whatever the unit size,
+and results come back in input order, so shards stay deterministic. Text decoding is too
+cheap to hand to a thread (~1 us a record), so text modalities decode inline.
+"""
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator
+
+from pipeline.errors import DecodeError, Quarantined
+from pipeline.sources import RawRecord
+from pipeline.spec import JobSpec
+
+MEDIA_MODALITIES = ("image", "audio", "video")
+AHEAD_PER_THREAD = 4
+
+
+def bind_hints(decode: Callable, tokenizer: Any) -> Callable:
+    """The decoder with the tokenizer's hints (target size, sample rate, fps) that it accepts."""
+    hints = getattr(tokenizer, "decode_hints", dict)()
+    accepted = inspect.signature(decode).parameters
+    given = {k: v for k, v in hints.items() if k in accepted and v is not None}
+    return partial(decode, **given) if given else decode
+
+
+def decode_threads(spec: JobSpec) -> int:
+    """Decode threads per worker: 0 (inline) for text, else at least 2."""
+    if spec.source.modality not in MEDIA_MODALITIES:
+        return 0
+    return max(2, int(spec.resources.cpus_per_worker))
+
+
+def _safe(decode: Callable, record: RawRecord, source) -> Any:
+    try:
+        return decode(record, source)
+    except DecodeError as err:
+        return err
+
+
+def decode_stream(items: Iterable[RawRecord | Quarantined], decode: Callable, source,
+                  threads: int) -> Iterator[tuple[RawRecord | Quarantined, Any]]:
+    """(item, payload or DecodeError) in input order; Quarantined items pass with payload None."""
+    if threads <= 0:
+        for item in items:
+            yield item, None if isinstance(item, Quarantined) else _safe(decode, item, source)
+        return
+    window: deque[tuple[RawRecord | Quarantined, Future | None]] = deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
+        for item in items:
+            future = None if isinstance(item, Quarantined) else pool.submit(_safe, decode, item, source)
+            window.append((item, future))
+            if len(window) >= threads * AHEAD_PER_THREAD:
+                head, fut = window.popleft()
+                yield head, fut.result() if fut else None
+        while window:
+            head, fut = window.popleft()
+            yield head, fut.result() if fut else None

@@ -1,0 +1,138 @@
+"""Lineage: which shard holds a sample, which shards an input went to, which inputs made a shard.
+
+Answers come from the ledger, never from a scan: a sample id starts with its input URI
+(`<uri>`, `<uri>@<offset>`, `<uri>#<row>`, `<tar uri>/<key>`; docs/formats.md), so the
+ledger entries whose inputs match name the candidate shards, and an offset narrows them
+to the unit whose byte range holds it. Only those shards' `id` column is read.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import pyarrow.compute as pc
+
+from pipeline.report_dataset import READ_ORDER, Dataset, DatasetError, open_dataset, read_shard
+
+ID_SEPARATORS = "@#/"
+
+
+class NotFound(LookupError):
+    """No shard of the dataset holds what was asked for; the message says what was looked at."""
+
+
+def _id_matches(sample_id: str, uri: str) -> bool:
+    """Whether a sample id belongs to an input URI by the id rules of docs/formats.md."""
+    return sample_id == uri or (sample_id.startswith(uri) and sample_id[len(uri)] in ID_SEPARATORS)
+
+
+def _offset_in_range(sample_id: str, inp: dict) -> bool:
+    """For `<uri>@<offset>` ids: whether the input's byte range [start, end) holds the offset."""
+    tail = sample_id[len(inp["uri"]):]
+    if not tail.startswith("@") or not tail[1:].isdigit():
+        return True
+    offset, start, end = int(tail[1:]), inp.get("start") or 0, inp.get("end")
+    return start <= offset and (end is None or offset < end)
+
+
+def candidates(ds: Dataset, sample_id: str) -> list[tuple[dict, dict]]:
+    """(ledger entry, input) pairs that may hold the sample, the most likely first."""
+    found = [(e, i) for e in ds.ledger for i in e.get("inputs", []) if _id_matches(sample_id, i.get("uri", ""))]
+    return sorted(found, key=lambda ei: (not _offset_in_range(sample_id, ei[1]), -len(ei[1]["uri"])))
+
+
+def _shard_file(entry: dict) -> tuple[str, str]:
+    files = entry.get("files", {})
+    for fmt in READ_ORDER:
+        if fmt in files:
+            return fmt, files[fmt]["path"]
+    raise DatasetError(f"ledger entry {entry.get('unit')} lists no shard file")
+
+
+def _indexed(ds: Dataset) -> set[str]:
+    return {s.get("name") for s in ds.index["shards"]}
+
+
+def find_sample(out_dir: str, sample_id: str, *, storage_options: dict | None = None) -> dict:
+    """Shard, row, unit and input of one sample, reading only the candidate shards' id column."""
+    ds = open_dataset(out_dir, storage_options)
+    pairs = candidates(ds, sample_id)
+    for n_read, (entry, inp) in enumerate(pairs, start=1):
+        fmt, path = _shard_file(entry)
+        ids = read_shard(ds.fs, ds.path(path), fmt, ["id"])["id"]
+        row = pc.index(ids, sample_id).as_py()
+        if row >= 0:
+            return {"sample": sample_id, "shard": entry.get("shard"), "row": row, "unit": entry.get("unit"),
+                    "input": inp, "file": path, "format": fmt, "in_index": entry.get("shard") in _indexed(ds),
+                    "shards_read": n_read}
+    looked = ", ".join(sorted({e.get("shard", "?") for e, _ in pairs})) or "none"
+    raise NotFound(f"sample {sample_id!r} is not in {out_dir} (no input of the ledger is a prefix of it)"
+                   if not pairs else f"sample {sample_id!r} is not in the shards of its input ({looked})")
+
+
+def _source_matches(uri: str, inp_uri: str) -> bool:
+    """An input matches a URI equal to it or a folder above it."""
+    return inp_uri == uri or inp_uri.startswith(uri.rstrip("/") + "/")
+
+
+def find_source(out_dir: str, uri: str, *, storage_options: dict | None = None) -> list[dict]:
+    """Shards and units holding samples of an input (or of every input below a folder URI)."""
+    ds = open_dataset(out_dir, storage_options)
+    indexed = _indexed(ds)
+    out = []
+    for entry in ds.ledger:
+        inputs = [i for i in entry.get("inputs", []) if _source_matches(uri, i.get("uri", ""))]
+        if inputs:
+            out.append({"shard": entry.get("shard"), "unit": entry.get("unit"), "inputs": inputs,
+                        "files": {k: v["path"] for k, v in entry.get("files", {}).items()},
+                        "n_samples": entry.get("n_samples"), "n_errors": entry.get("n_errors"),
+                        "in_index": entry.get("shard") in indexed})
+    if not out:
+        raise NotFound(f"no unit of {out_dir} read {uri!r} ({len(ds.ledger)} ledger entries looked at)")
+    return out
+
+
+def shard_inputs(out_dir: str, shard: str, *, storage_options: dict | None = None) -> dict:
+    """The ledger entry of a shard: the unit and the inputs (with byte ranges) that produced it."""
+    ds = open_dataset(out_dir, storage_options)
+    name = shard.rsplit("/", 1)[-1].split(".", 1)[0]
+    for entry in ds.ledger:
+        if entry.get("shard") == name:
+            return {"shard": name, "unit": entry.get("unit"), "inputs": entry.get("inputs", []),
+                    "n_samples": entry.get("n_samples"), "in_index": name in _indexed(ds)}
+    raise NotFound(f"no ledger entry of {out_dir} wrote shard {name!r}")
+
+
+def lineage_cli(args: argparse.Namespace) -> int:
+    """`tokenmill inspect OUT --sample ID | --source URI | --shard NAME`: print where things are."""
+    opts = json.loads(args.storage_options) if getattr(args, "storage_options", None) else None
+    try:
+        if getattr(args, "sample", None):
+            result: Any = find_sample(args.out, args.sample, storage_options=opts)
+        elif getattr(args, "source", None):
+            result = find_source(args.out, args.source, storage_options=opts)
+        elif getattr(args, "shard", None):
+            result = shard_inputs(args.out, args.shard, storage_options=opts)
+        else:
+            sys.stderr.write("tokenmill inspect: give --sample ID, --source URI or --shard NAME\n")
+            return 2
+    except (NotFound, DatasetError) as err:
+        sys.stderr.write(f"tokenmill: {err}\n")
+        return 1
+    sys.stdout.write(json.dumps(result, indent=2) + "\n" if getattr(args, "json", False) else _text(result))
+    return 0
+
+
+def _text(result: Any) -> str:
+    """Short human lines for the terminal."""
+    if isinstance(result, list):
+        return "".join(f"{r['shard']}  unit {r['unit']}  {r['n_samples']} samples  "
+                       f"{', '.join(r['files'].values())}\n" for r in result)
+    if "row" in result:
+        return (f"{result['sample']}\n  shard {result['shard']} row {result['row']} ({result['file']})\n"
+                f"  unit {result['unit']}  input {result['input']['uri']} "
+                f"[{result['input'].get('start')}, {result['input'].get('end')})\n")
+    return f"{result['shard']}  unit {result['unit']}\n" + "".join(
+        f"  {i['uri']} [{i.get('start')}, {i.get('end')})\n" for i in result["inputs"])

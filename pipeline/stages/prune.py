@@ -1,0 +1,72 @@
+"""Visual token pruning: keep a diverse subset of each image's (or video frame's) tokens.
+
+After ToDRE: greedy k-center over the codebook embeddings of the tokens (the first centre is
+the token farthest from the mean; ties go to the earliest token), so the kept set covers the
+image's visual variety rather than its most common patches. Kept tokens stay in grid order and
+the `positions` column gives each one's flat index in the original `shape` grid.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.spec import PruneSpec
+from pipeline.stages.base import Stage, flat_tokens, grid_positions, reduction_stats, row_shapes, select_rows
+
+
+class PruneTokens(Stage):
+    """The `prune` stage: `keep` in (0, 1] is a fraction of each image/frame, above 1 a count."""
+
+    kind = "prune"
+    spec: PruneSpec
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        tokens, offsets = flat_tokens(table)
+        positions = grid_positions(table, offsets)
+        keep = np.ones(len(tokens), bool)
+        for row, shape in enumerate(row_shapes(table)):
+            t0, t1 = offsets[row], offsets[row + 1]
+            keep[t0:t1] = self._keep_row(tokens[t0:t1], positions[t0:t1], shape)
+        self.stats = reduction_stats(len(tokens), int(keep.sum()))
+        return select_rows(table, tokens, positions, offsets, keep)
+
+    def _keep_row(self, tokens: np.ndarray, positions: np.ndarray, shape: list[int]) -> np.ndarray:
+        """Per frame (video: shape [frames, rows, cols]) or per image, the tokens to keep."""
+        per_frame = math.prod(shape[1:]) if self.ctx.modality == "video" and len(shape) == 3 else math.prod(shape)
+        in_grid = (positions < math.prod(shape)) & (tokens < len(self.ctx.codebook))
+        keep = ~in_grid  # EOS and ids outside the codebook are always kept
+        frame = positions // max(per_frame, 1)
+        for f in np.unique(frame[in_grid]):
+            idx = np.flatnonzero(in_grid & (frame == f))
+            keep[idx[k_center(self.ctx.codebook, tokens[idx], self._budget(len(idx)))]] = True
+        return keep
+
+    def _budget(self, n: int) -> int:
+        keep = self.spec.keep
+        return min(n, max(1, math.ceil(keep * n)) if keep <= 1 else int(keep))
+
+
+def k_center(codebook: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Indices (sorted) of k tokens chosen by greedy k-center on their code embeddings."""
+    if k >= len(ids):
+        return np.arange(len(ids))
+    codes, first = np.unique(ids, return_index=True)
+    order = np.argsort(first)  # distinct codes by first appearance: argmax ties pick the earliest
+    codes, first = codes[order], first[order]
+    emb = codebook[codes].astype(np.float64)
+    centroid = codebook[ids].astype(np.float64).mean(axis=0)
+    score = np.linalg.norm(emb - centroid, axis=1)
+    chosen = []
+    for _ in range(min(k, len(codes))):
+        c = int(np.argmax(score))
+        chosen.append(c)
+        dist = np.linalg.norm(emb - emb[c], axis=1)
+        score = dist if len(chosen) == 1 else np.minimum(score, dist)
+        score[chosen] = -1.0
+    picked = first[chosen]
+    if k > len(picked):  # every distinct code is in: fill with the earliest remaining tokens
+        rest = np.setdiff1d(np.arange(len(ids)), picked)
+        picked = np.concatenate([picked, rest[: k - len(picked)]])
+    return np.sort(picked)

@@ -1,0 +1,126 @@
+"""Token merging spans: the runs of tokens that make up one word or one code identifier.
+
+After "On the Effect of Token Merging on Pre-trained Models for Code": a model pools the
+subtokens of each span into one vector. A span is [start, end) in base-token indices of its row;
+only spans of two or more tokens are stored (a one-token span pools nothing). Words are runs of
+Unicode letters, digits and `_`; identifiers come from Python's tokenize module for .py sources
+(NAME tokens that are not keywords) and from a C-like regex lexer for everything else.
+"""
+from __future__ import annotations
+
+import io
+import keyword
+import logging
+import re
+import tokenize
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.spec import SpansSpec
+from pipeline.stages.base import WORD, Stage, TextLayout, flat_tokens, put_column, span_array, text_layout, tokens_covering
+
+log = logging.getLogger(__name__)
+
+PYTHON_SUFFIXES = (".py", ".pyi", ".pyw")
+# Comments and strings are matched (and skipped) so identifiers inside them are not spans.
+_LEXER = re.compile(r"""
+    //[^\n]*  |  /\*.*?\*/                                   # comments
+  | "(?:[^"\\\n]|\\.)*"  |  '(?:[^'\\\n]|\\.)*'  |  `[^`]*`   # strings
+  | \d\w*                                                   # numbers (0x1F is not an identifier)
+  | (?P<ident>[^\W\d]\w*)
+""", re.VERBOSE | re.DOTALL)
+
+
+class MergeSpans(Stage):
+    """The `spans` stage: adds the `spans` column; tokens are unchanged."""
+
+    kind = "spans"
+    spec: SpansSpec
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        tokens, offsets = flat_tokens(table)
+        layout = text_layout(table, self.ctx, tokens, offsets)
+        self._fallbacks: dict[str, int] = {}
+        if self.spec.unit == "word":
+            byte_start, byte_end = word_ranges(layout)
+        else:
+            byte_start, byte_end = self._identifier_ranges(table, layout)
+        first, last = tokens_covering(layout, byte_start, byte_end)
+        row = np.searchsorted(layout.doc_start, byte_start, side="right") - 1
+        ok = (last - first >= 2) & layout.aligned[row] if len(row) else np.zeros(0, bool)
+        row, first, last = row[ok], first[ok], last[ok]
+        span_offsets = np.searchsorted(row, np.arange(table.num_rows + 1), side="left")
+        column = span_array(first - offsets[row], last - offsets[row], span_offsets)
+        self.stats = {"spans": int(ok.sum()), "tokens_in_spans": int((last - first).sum()),
+                      "tokens": len(tokens), "rows_unaligned": int((~layout.aligned).sum()),
+                      **self._fallbacks}
+        return put_column(table, "spans", column)
+
+    def _identifier_ranges(self, table: pa.Table, layout: TextLayout) -> tuple[np.ndarray, np.ndarray]:
+        """Byte ranges of identifiers, document by document (Python tokenize or the regex lexer)."""
+        texts = table.column("_text").to_pylist()
+        sources = table.column("source").to_pylist() if "source" in table.column_names else [""] * len(texts)
+        starts, ends = [], []
+        self._fallbacks = {"python_docs": 0, "python_fallback_to_regex": 0}
+        for i, (text, source) in enumerate(zip(texts, sources)):
+            if not layout.aligned[i] or not text:
+                continue
+            s, e = self._doc_identifiers(text, source or "")
+            starts.append(s + layout.doc_start[i])
+            ends.append(e + layout.doc_start[i])
+        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731
+        return cat(starts), cat(ends)
+
+    def _doc_identifiers(self, text: str, source: str) -> tuple[np.ndarray, np.ndarray]:
+        if self.ctx.modality == "code" and source.lower().endswith(PYTHON_SUFFIXES):
+            self._fallbacks["python_docs"] += 1
+            try:
+                return python_identifiers(text)
+            except (tokenize.TokenError, SyntaxError) as exc:
+                log.debug("tokenize failed, regex lexer used", extra={"source": source, "error": str(exc)})
+                self._fallbacks["python_fallback_to_regex"] += 1
+        return regex_identifiers(text)
+
+
+def word_ranges(layout: TextLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Byte ranges [start, end) of maximal WORD runs, never crossing a document boundary."""
+    is_word = layout.classes == WORD
+    edge = np.zeros(len(is_word) + 1, bool)
+    edge[layout.doc_start] = True
+    prev = np.concatenate([[False], is_word])
+    nxt = np.concatenate([is_word, [False]])
+    starts = np.flatnonzero(nxt & (~prev | edge))
+    ends = np.flatnonzero(prev & (~nxt | edge))
+    return starts, ends
+
+
+def regex_identifiers(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Byte ranges of identifiers found by the C-like regex lexer."""
+    spans = [m.span("ident") for m in _LEXER.finditer(text) if m.lastgroup == "ident"]
+    return _to_bytes(text, spans)
+
+
+def python_identifiers(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Byte ranges of NAME tokens (keywords excluded) from Python's own tokenizer."""
+    lines = io.StringIO(text).readlines()
+    line_start = np.concatenate([[0], np.cumsum([len(line) for line in lines])]).astype(np.int64)
+    spans = []
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if tok.type == tokenize.NAME and not keyword.iskeyword(tok.string):
+            (row, col), (_, end_col) = tok.start, tok.end
+            spans.append((line_start[row - 1] + col, line_start[row - 1] + end_col))
+    return _to_bytes(text, spans)
+
+
+def _to_bytes(text: str, spans: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Character ranges -> UTF-8 byte ranges."""
+    if not spans:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    chars = np.array(spans, dtype=np.int64)
+    if text.isascii():
+        return chars[:, 0], chars[:, 1]
+    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    width = 1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000)
+    byte_at = np.concatenate([[0], np.cumsum(width)])
+    return byte_at[chars[:, 0]], byte_at[chars[:, 1]]

@@ -1,0 +1,181 @@
+"""Small tokenmill datasets written exactly per docs/formats.md, and a real S3 server (moto).
+
+Documents are real text: Python standard library files, tokenized as bytes (ids 0-255,
+EOS 256), so token statistics look like a byte-level tokenizer's output.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pytest
+
+STDLIB = Path("/root/.pyenv/versions/3.11.7/lib/python3.11")
+EOS = 256
+FINGERPRINT = hashlib.sha256(b"tokenmill-test-bytes-tokenizer").hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def stdlib_files() -> tuple[Path, ...]:
+    """Non-empty stdlib .py files: the top level first, then the packages."""
+    top = sorted(STDLIB.glob("*.py"))
+    return tuple(f for f in top + sorted(set(STDLIB.rglob("*.py")) - set(top)) if f.stat().st_size > 0)
+
+
+def stdlib_docs(n: int, max_len: int | None = None, start: int = 0) -> list[np.ndarray]:
+    """n real documents: stdlib .py files as byte tokens with EOS appended (optionally cut)."""
+    files = stdlib_files()[start:]
+    docs = []
+    for f in files[:n]:
+        data = np.frombuffer(f.read_bytes()[:max_len], dtype=np.uint8).astype(np.uint16)
+        docs.append(np.append(data, np.uint16(EOS)))
+    assert len(docs) == n, f"only {len(docs)} stdlib files"
+    return docs
+
+
+def shard_table(docs: list[np.ndarray], dtype: str = "uint16", ids: list[str] | None = None,
+                metadata: dict[bytes, bytes] | None = None, batch_rows: int | None = None) -> pa.Table:
+    """A shard table with the contract's columns and schema metadata."""
+    lengths = np.array([len(d) for d in docs], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.concatenate(docs).astype(dtype) if docs else np.empty(0, dtype)
+    tokens = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values))
+    ids = ids or [f"file:///doc/{i}" for i in range(len(docs))]
+    table = pa.table({
+        "id": pa.array(ids), "source": pa.array(ids), "modality": pa.array(["code"] * len(docs)),
+        "tokens": tokens, "shape": pa.array([[int(n)] for n in lengths], pa.list_(pa.int32())),
+        "n_bytes": pa.array(lengths.astype(np.int64)), "meta": pa.array(["{}"] * len(docs)),
+    })
+    meta = {b"tokenmill.format_version": b"1", b"tokenmill.tokenizer_fingerprint": FINGERPRINT.encode(),
+            b"tokenmill.spec_hash": b"0" * 16, b"tokenmill.base_vocab_size": b"257"}
+    return table.replace_schema_metadata({**meta, **(metadata or {})})
+
+
+def write_arrow(path: Path, table: pa.Table, batch_rows: int | None = None) -> bytes:
+    """Write an Arrow IPC file (record batches of batch_rows) and return its bytes."""
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=batch_rows)
+    data = sink.getvalue().to_pybytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def write_dataset(root: Path, shards: list[list[np.ndarray]], dtype: str = "uint16",
+                  metadata: dict[bytes, bytes] | None = None, batch_rows: int | None = None,
+                  eos_id: int | None = EOS, name: str = "test") -> Path:
+    """A dataset folder: dataset.json and shards/part-<16 hex>.arrow, one per list of docs."""
+    entries = []
+    for i, docs in enumerate(shards):
+        shard = hashlib.sha256(f"{name}-{i}".encode()).hexdigest()[:16]
+        rel = f"shards/part-{shard}.arrow"
+        ids = [f"file:///{name}/{i}/{j}" for j in range(len(docs))]
+        data = write_arrow(root / rel, shard_table(docs, dtype, ids, metadata), batch_rows)
+        n_tokens = int(sum(len(d) for d in docs))
+        entries.append({"name": f"part-{shard}", "unit": f"u-{shard}",
+                        "files": {"arrow": {"path": rel, "size": len(data),
+                                            "sha256": hashlib.sha256(data).hexdigest()}},
+                        "n_samples": len(docs), "n_tokens": n_tokens, "n_bytes": n_tokens, "n_errors": 0})
+    totals = {k: sum(e[k] for e in entries) for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")}
+    index = {"format": "tokenmill.dataset", "version": 1, "name": name, "spec_hash": "0" * 16,
+             "modality": "code",
+             "tokenizer": {"kind": "bytes", "fingerprint": FINGERPRINT, "vocab_size": 257, "eos_id": eos_id,
+                           "files": []},
+             "token_dtype": dtype, "formats": ["arrow"], "shards": entries,
+             "totals": {"n_shards": len(entries), **totals}}
+    (root / "dataset.json").write_text(json.dumps(index, indent=1))
+    return root
+
+
+def read_rows(root: Path) -> list[list[np.ndarray]]:
+    """Every shard's token lists in index order, read with plain pyarrow (the independent view)."""
+    index = json.loads((root / "dataset.json").read_text())
+    out = []
+    for entry in index["shards"]:
+        table = ipc.open_file(pa.memory_map(str(root / entry["files"]["arrow"]["path"]))).read_all()
+        out.append([np.asarray(x) for x in table.column("tokens").to_pylist()])
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[dict[str, Any]]:
+    """A moto S3 server on 127.0.0.1 for the session; yields fsspec storage_options for it."""
+    port = _free_port()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        _wait_port(port, proc)
+        yield {"client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}, "key": "testing",
+               "secret": "testing"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"moto server did not listen on 127.0.0.1:{port} within {timeout_s} s")
+
+
+def upload(local_root: Path, bucket_uri: str, storage_options: dict[str, Any]) -> None:
+    """Copy a local dataset folder to s3://bucket/prefix with s3fs."""
+    import s3fs
+    fs = s3fs.S3FileSystem(**storage_options)
+    bucket = bucket_uri.removeprefix("s3://").split("/")[0]
+    if not fs.exists(bucket):
+        fs.mkdir(bucket)
+    for path in sorted(local_root.rglob("*")):
+        if path.is_file():
+            fs.pipe_file(f"{bucket_uri.removeprefix('s3://')}/{path.relative_to(local_root)}", path.read_bytes())
+
+
+def make_loader(root: str, num_workers: int, **kwargs: Any) -> tuple[Any, Any]:
+    """The resume tests' loader: TokenDataset under torchdata's StatefulDataLoader."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    from pipeline.loader import TokenDataset
+    ds = TokenDataset(root, kwargs.pop("seq_len", 64), seed=7, shuffle_buffer=16, **kwargs)
+    return ds, StatefulDataLoader(ds, batch_size=8, num_workers=num_workers)
+
+
+def epoch_batches(ds: Any, loader: Any, start_epoch: int, epochs: int) -> Iterator[tuple[int, Any]]:
+    """A training loop's view: (epoch, batch) over epochs, with set_epoch before each."""
+    for epoch in range(start_epoch, epochs):
+        ds.set_epoch(epoch)
+        for batch in loader:
+            yield epoch, batch
+
+
+def pack_stream(windows: list[dict[str, Any]]) -> np.ndarray:
+    """The token stream packed windows cover: first input, then every real label."""
+    if not windows:
+        return np.empty(0, dtype=np.int64)
+    labels = [w["labels"].numpy() for w in windows]
+    return np.concatenate([windows[0]["input_ids"].numpy()[:1]] + [x[x != -100] for x in labels])

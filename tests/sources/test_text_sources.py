@@ -1,0 +1,80 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.decoders.text import decode_text
+from pipeline.errors import DecodeError, Quarantined
+from pipeline.plan import cut_units, list_inputs
+from pipeline.sources import reader_for
+from pipeline.spec import parse_spec
+
+
+def read_all(path, fmt, **source):
+    spec = parse_spec({"name": "t", "source": {"uri": str(path), "format": fmt, **source},
+                       "tokenizer": {"kind": "bytes"}, "sink": {"uri": "/tmp/x"}})
+    units = cut_units(spec, list_inputs([str(path)]))
+    return [item for u in units for item in reader_for(fmt)(u, spec.source)], spec
+
+
+def test_jsonl_quarantines_malformed_and_fieldless_lines(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "good one", "lang": "en"}\n{not json\n{"body": "no text"}\n[1,2]\n{"text": 5}\n'
+                    '{"text": "second"}\n')
+    items, _ = read_all(path, "jsonl")
+    good = [i for i in items if not isinstance(i, Quarantined)]
+    bad = [i for i in items if isinstance(i, Quarantined)]
+    assert [g.data for g in good] == ["good one", "second"]
+    assert good[0].meta == {"lang": "en"}
+    assert good[0].id == f"{path}@0"
+    reasons = " | ".join(b.reason for b in bad)
+    assert len(bad) == 4
+    assert "malformed JSON" in reasons and "no field 'text'" in reasons and "not an object" in reasons
+    assert all(b.member.startswith("@") for b in bad)
+
+
+def test_parquet_without_the_column_is_quarantined(tmp_path):
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"body": ["x", "y"]}), path)
+    items, _ = read_all(path, "parquet")
+    assert len(items) == 1 and isinstance(items[0], Quarantined)
+    assert "no column 'text'" in items[0].reason
+
+
+def test_parquet_rows_and_nulls(tmp_path):
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"text": ["a", None, "c"]}), path)
+    items, _ = read_all(path, "parquet")
+    assert [getattr(i, "data", None) for i in items] == ["a", None, "c"]
+    assert isinstance(items[1], Quarantined) and items[1].member == "#1"
+    assert items[2].id == f"{path}#2"
+
+
+def test_invalid_utf8_and_empty_files_raise_decode_errors(tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"ok \xff\xfe")
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "good.txt").write_text("caf\u00e9")
+    items, spec = read_all(tmp_path, "files")
+    results = {}
+    for item in items:
+        try:
+            results[item.id.rsplit("/", 1)[1]] = decode_text(item, spec.source)
+        except DecodeError as err:
+            results[item.id.rsplit("/", 1)[1]] = err.reason
+    assert results["good.txt"] == "caf\u00e9"
+    assert results["bad.txt"].startswith("invalid UTF-8 at byte 3")
+    assert results["empty.txt"] == "empty document"
+
+
+def test_oversized_file_is_quarantined_unread(tmp_path):
+    (tmp_path / "big.txt").write_text("x" * 5000)
+    items, _ = read_all(tmp_path, "files", limits={"max_bytes": 1000})
+    assert isinstance(items[0], Quarantined) and "over limits.max_bytes" in items[0].reason
+
+
+def test_lines_skip_blank_lines_and_keep_offsets(tmp_path):
+    path = tmp_path / "l.txt"
+    path.write_text("alpha\n\nbeta\r\n")
+    items, _ = read_all(path, "lines")
+    assert [(i.data, i.member) for i in items] == [(b"alpha", "@0"), (b"beta", "@7")]
+    json.dumps([i.id for i in items])

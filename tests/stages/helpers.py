@@ -1,0 +1,88 @@
+"""Test helpers: shard tables in the docs/formats.md layout and a byte-level BPE trained on real stdlib code."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+STDLIB = Path("/root/.pyenv/versions/3.11.7/lib/python3.11")
+EOS = "<|endoftext|>"
+
+
+def make_table(docs: list[list[int]], texts: list[str] | None = None, sources: list[str] | None = None,
+               dtype: pa.DataType = pa.uint16(), modality: str = "code",
+               shapes: list[list[int]] | None = None) -> pa.Table:
+    """A shard table as the unit code hands it to the stages."""
+    n = len(docs)
+    sources = sources or [f"mem://doc{i}" for i in range(n)]
+    cols = {
+        "id": pa.array(sources, pa.string()),
+        "source": pa.array(sources, pa.string()),
+        "modality": pa.array([modality] * n, pa.string()),
+        "tokens": pa.array([list(map(int, d)) for d in docs], pa.list_(dtype)),
+        "shape": pa.array(shapes or [[len(d)] for d in docs], pa.list_(pa.int32())),
+        "n_bytes": pa.array([len(t.encode()) if texts else len(d) for t, d in zip(texts or docs, docs)], pa.int64()),
+        "meta": pa.array(["{}"] * n, pa.string()),
+    }
+    if texts is not None:
+        cols["_text"] = pa.array(texts, pa.large_string())
+    return pa.table(cols).replace_schema_metadata({b"tokenmill.format_version": b"1"})
+
+
+def rows(table: pa.Table, column: str = "tokens") -> list[list[int]]:
+    return table.column(column).to_pylist()
+
+
+def byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, inverted (printable character -> byte)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+@dataclass
+class RealBPE:
+    """A byte-level BPE trained here on stdlib files, and those files."""
+
+    tokenizer: object
+    token_bytes: list[bytes | None]
+    eos_id: int
+    files: list[Path]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.token_bytes)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text).ids + [self.eos_id]
+
+    def table(self, paths: list[Path]) -> pa.Table:
+        texts = [p.read_text(encoding="utf-8") for p in paths]
+        return make_table([self.encode(t) for t in texts], texts, [str(p) for p in paths])
+
+
+def train_bpe(files: list[Path], vocab_size: int = 1000) -> RealBPE:
+    """Train a small byte-level BPE with HF tokenizers; token bytes restored from its alphabet."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train([str(f) for f in files], trainer)
+    dec = byte_decoder()
+    vocab = json.loads(tok.to_str())["model"]["vocab"]
+    token_bytes: list[bytes | None] = [None] * tok.get_vocab_size()
+    for piece, i in vocab.items():
+        token_bytes[i] = bytes(dec[c] for c in piece)
+    eos_id = tok.token_to_id(EOS)
+    token_bytes[eos_id] = EOS.encode()
+    return RealBPE(tok, token_bytes, eos_id, files)

@@ -1,0 +1,72 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+from hypothesis import given, settings, strategies as st
+
+from pipeline.plan import InputFile, cut_units, group_small_files, list_inputs
+from pipeline.sources.lines import iter_lines
+from pipeline.spec import parse_spec
+
+
+def spec_for(uri, fmt="files", unit_bytes=10_000):
+    return parse_spec({"name": "t", "source": {"uri": str(uri), "format": fmt, "unit_bytes": unit_bytes},
+                       "tokenizer": {"kind": "bytes"}, "sink": {"uri": "/tmp/x"}})
+
+
+def fake_files(n, size=1000, prefix="f"):
+    return [InputFile(f"/c/{prefix}{i:05d}.py", size, "1") for i in range(n)]
+
+
+def test_units_are_deterministic_and_cover_every_file():
+    files = fake_files(500)
+    a = cut_units(spec_for("/c"), files)
+    b = cut_units(spec_for("/c"), list(reversed(files))[::-1])
+    assert [u.id for u in a] == [u.id for u in b]
+    covered = [r.uri for u in a for r in u.inputs]
+    assert sorted(covered) == [f.uri for f in files]
+    assert 10 < len(a) < 200
+
+
+def test_inserting_files_changes_only_nearby_units():
+    files = fake_files(2000)
+    before = {u.id for u in cut_units(spec_for("/c"), files)}
+    grown = sorted(files + [InputFile("/c/f00500x.py", 1000, "1"), InputFile("/c/f01500x.py", 1000, "1"),
+                            InputFile("/c/zzz.py", 1000, "1")], key=lambda f: f.uri)
+    after = {u.id for u in cut_units(spec_for("/c"), grown)}
+    assert len(after - before) <= 6, "an insertion must not reshuffle the whole plan"
+    assert len(before - after) <= 4
+
+
+def test_unit_size_is_bounded():
+    files = fake_files(3000, size=50)
+    for u in group_small_files(files, 10_000):
+        assert sum(r.size for r in u) <= 4 * 10_000
+
+
+def test_listing_skips_hidden_and_temporary_files(tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "x").write_text("x")
+    (tmp_path / "b.txt.tmp-123").write_text("partial")
+    assert [f.uri for f in list_inputs([str(tmp_path)])] == [str(tmp_path / "a.txt")]
+
+
+@settings(max_examples=40, deadline=None)
+@given(lines=st.lists(st.text(alphabet="ab\u00e9 ", min_size=0, max_size=30), min_size=1, max_size=60),
+       unit_bytes=st.integers(min_value=1, max_value=200))
+def test_byte_ranges_give_every_line_to_exactly_one_unit(tmp_path_factory, lines, unit_bytes):
+    path = tmp_path_factory.mktemp("lines") / "data.txt"
+    path.write_bytes("\n".join(lines).encode() + b"\n")
+    spec = spec_for(path, "lines", unit_bytes)
+    units = cut_units(spec, list_inputs([str(path)]))
+    got = [line for u in units for r in u.inputs for _, line in iter_lines(r, spec.source)]
+    assert got == [line.encode() for line in lines]
+
+
+def test_parquet_units_are_row_group_ranges(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": [f"row {i} " * 50 for i in range(1000)]}), path, row_group_size=100)
+    units = cut_units(spec_for(path, "parquet", 20_000), list_inputs([str(path)]))
+    ranges = [(u.inputs[0].start, u.inputs[0].end) for u in units]
+    assert ranges[0][0] == 0 and ranges[-1][1] == 10
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert len(units) > 1
