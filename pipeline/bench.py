@@ -137,10 +137,11 @@ class WorkerMemory(threading.Thread):
         hwm = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
         self.peak_kib[pid] = max(hwm, self.peak_kib.get(pid, 0))
 
-    def stop(self) -> list[float]:
+    def stop(self, pids: set[int]) -> list[float]:
+        """Peak RSS (GiB) of the given worker pids, stopping the sampler."""
         self.done.set()
         self.join()
-        return sorted(round(kib / 2**20, 2) for kib in self.peak_kib.values())
+        return sorted(round(kib / 2**20, 2) for pid, kib in self.peak_kib.items() if pid in pids)
 
 
 def bench_spec(corpus: Path, tokenizer: Path, out: Path, engine: str, workers: int, unit_bytes: int):
@@ -163,8 +164,8 @@ def pipeline_speed(spec, workers: int) -> dict[str, Any]:
     start = time.perf_counter()
     summary = run_job(spec, num_cpus=workers, show_progress=False)
     wall = time.perf_counter() - start
-    peaks = memory.stop()
     entries = list(Ledger(Storage(spec.sink.uri)).entries().values())
+    peaks = memory.stop({e["run"]["pid"] for e in entries})
     span = max(e["run"]["finished"] for e in entries) - min(e["run"]["started"] for e in entries)
     n_bytes = sum(e["n_bytes"] for e in entries)
     return {"engine": summary["engine"], "mb_s": n_bytes / span / 1e6, "steady_s": span, "wall_s": wall,

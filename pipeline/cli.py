@@ -91,9 +91,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.train.bpe import sample_corpus, train_bpe
     fmt = args.format or "files"
     modality = args.modality or "text"
-    source = SourceSpec(uri=args.input, format=fmt, modality=modality if modality != "binary" else "binary",
-                        field=args.field, column=args.field)
-    result = train_bpe(sample_corpus(source, parse_size(args.sample_bytes)), args.vocab_size, args.output)
+    source = SourceSpec(uri=args.input, format=fmt, modality=modality, field=args.field, column=args.field)
+    max_bytes = parse_size(args.sample_bytes)
+    if modality == "image":
+        from pipeline.train.codebook import train_image_codebook
+        result = train_image_codebook(source, args.vocab_size, args.output, max_bytes)
+    elif modality == "audio":
+        from pipeline.train.codebook import train_audio_codebook
+        result = train_audio_codebook(source, args.vocab_size, args.output, max_bytes)
+    elif modality == "binary":
+        from pipeline.train.binary import train_binary_bpe
+        result = train_binary_bpe(sample_corpus(source, max_bytes), args.vocab_size, args.output)
+    else:
+        result = train_bpe(sample_corpus(source, max_bytes), args.vocab_size, args.output)
     print(json.dumps(result, sort_keys=True))
     return 0
 

@@ -101,17 +101,18 @@ def _write_state(storage: Storage, state: dict[str, Any]) -> None:
 def run_job(spec: JobSpec, address: str | None = None, num_cpus: int | None = None,
             show_progress: bool = True) -> dict[str, Any]:
     """Run a job to a complete index; returns the run summary."""
+    started = time.time()
+    tokenizer = build_tokenizer(spec.tokenizer)
+    units = make_plan(spec)
     storage = Storage(spec.sink.uri, spec.sink.storage_options)
     check_output(storage)
     with RunLease(storage):
-        return _run_locked(spec, storage, address, num_cpus, show_progress)
+        check_tokenizer_matches(storage, tokenizer, spec)
+        return _run_locked(spec, storage, tokenizer, units, started, address, num_cpus, show_progress)
 
 
-def _run_locked(spec: JobSpec, storage: Storage, address, num_cpus, show_progress) -> dict[str, Any]:
-    started = time.time()
-    tokenizer = build_tokenizer(spec.tokenizer)
-    check_tokenizer_matches(storage, tokenizer, spec)
-    units = make_plan(spec)
+def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: list[WorkUnit], started: float,
+                address, num_cpus, show_progress) -> dict[str, Any]:
     ledger = Ledger(storage)
     todo, redo = ledger.split_plan(units, spec.spec_hash(), list(spec.sink.formats))
     for unit_id, reason in sorted(redo.items()):

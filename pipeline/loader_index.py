@@ -124,6 +124,7 @@ class ShardData:
         self._offsets = [np.asarray(c.offsets) for c in chunks]
         self._starts = np.cumsum([0] + [len(c) for c in chunks])
         self.dynamic = dynamic
+        self._vocab: Any = None
 
     def docs(self, start: int, stop: int) -> list[np.ndarray]:
         """Documents of rows [start, stop), as views into the shard's buffers."""
@@ -145,20 +146,14 @@ class ShardData:
                 yield values[offsets[0]:offsets[-1]], np.diff(offsets).astype(np.int64)
 
     def expanded(self, start: int, stop: int) -> list[np.ndarray]:
-        """Like `docs`, with dynamic-tokenization ids expanded to base ids."""
+        """Like `docs`, with dynamic-tokenization ids expanded to base ids (the shard's vocabulary)."""
         docs = self.docs(start, stop)
         if self.dynamic is None:
             return docs
-        from pipeline.stages.dynamic import expand_dynamic
-        return [expand_dynamic(d, self._vocab_for(start + i)) for i, d in enumerate(docs)]
-
-    def _vocab_for(self, row: int) -> dict[str, Any]:
-        if isinstance(self.dynamic, dict):
-            return self.dynamic
-        for vocab in self.dynamic:
-            if any(a <= row < b for a, b in vocab["row_ranges"]):
-                return vocab
-        raise ShardError(self.ref.name, self.ref.path, f"no dynamic vocabulary covers row {row}")
+        if self._vocab is None:
+            from pipeline.stages.dynamic import DynamicVocab  # only datasets made with the dynamic stage
+            self._vocab = DynamicVocab(self.dynamic)
+        return [self._vocab.expand(d, start + i) for i, d in enumerate(docs)]
 
 
 def open_shard(index: DatasetIndex, ref: ShardRef) -> ShardData:

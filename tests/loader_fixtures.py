@@ -1,4 +1,4 @@
-"""Small tokenmill datasets written exactly per docs/formats.md, and a real S3 server (moto).
+"""Small tokenmill datasets written exactly per docs/formats.md, and S3 options for the moto server.
 
 Documents are real text: Python standard library files, tokenized as bytes (ids 0-255,
 EOS 256), so token statistics look like a byte-level tokenizer's output.
@@ -8,11 +8,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -109,39 +104,10 @@ def read_rows(root: Path) -> list[list[np.ndarray]]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[dict[str, Any]]:
-    """A moto S3 server on 127.0.0.1 for the session; yields fsspec storage_options for it."""
-    port = _free_port()
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        _wait_port(port, proc)
-        yield {"client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}, "key": "testing",
-               "secret": "testing"}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"moto server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"moto server did not listen on 127.0.0.1:{port} within {timeout_s} s")
+@pytest.fixture()
+def s3_options(s3_server: str) -> dict[str, Any]:
+    """fsspec storage_options for the session's moto S3 server (tests/conftest.py: s3_server)."""
+    return {"client_kwargs": {"endpoint_url": s3_server}, "key": "testing", "secret": "testing"}
 
 
 def upload(local_root: Path, bucket_uri: str, storage_options: dict[str, Any]) -> None:

@@ -20,8 +20,9 @@ TOKENIZERS: dict[str, str] = {
     "audio-vq": "pipeline.tokenizers.audio:build_audio_vq",
     "video": "pipeline.tokenizers.video:build_video",
     "torchscript": "pipeline.tokenizers.torchscript:build_torchscript",
+    "binary-bpe": "pipeline.tokenizers.binary_bpe:build_binary_bpe",
 }
-NEEDS_PATH = {"hf", "tiktoken", "image-vq", "audio-vq", "video", "torchscript"}
+NEEDS_PATH = {"hf", "tiktoken", "image-vq", "audio-vq", "video", "torchscript", "binary-bpe"}
 # kind -> modalities it accepts
 KIND_MODALITIES: dict[str, tuple[str, ...]] = {
     "hf": ("text", "code", "binary"),
@@ -32,6 +33,7 @@ KIND_MODALITIES: dict[str, tuple[str, ...]] = {
     "audio-vq": ("audio",),
     "video": ("video",),
     "torchscript": ("image", "audio", "video"),
+    "binary-bpe": ("binary",),
 }
 
 __all__ = ["TOKENIZERS", "TokenBatch", "Tokenizer", "build_tokenizer", "check_tokenizer_spec"]

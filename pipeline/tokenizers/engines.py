@@ -22,7 +22,7 @@ ENGINE_CANDIDATES = ("tiktoken", "gigatoken", "hf")
 
 
 def _encode_timed(tokenizer, docs: list[str]) -> tuple[list[np.ndarray], float]:
-    tokenizer.encode_batch(docs[: max(1, len(docs) // 10)])  # warm-up (caches, lazy init)
+    tokenizer.encode_batch(["warm-up: lazy initialisation is not encoding speed"])
     start = time.perf_counter()
     batch = tokenizer.encode_batch(docs)
     seconds = time.perf_counter() - start
@@ -53,7 +53,7 @@ def choose_engine(spec: TokenizerSpec, docs: list[str]) -> tuple[str, dict[str, 
         return build_tokenizer(spec).engine, {"reason": f"kind {spec.kind} has a single engine"}
     if spec.engine != "auto":
         results = measure_engines(spec, docs, (spec.engine,)) if docs else {}
-        return spec.engine, {"reason": "asked for in the spec", "probe": results}
+        return spec.engine, {"reason": _asked_reason(results.get(spec.engine)), "probe": results}
     if not docs:
         return "hf", {"reason": "no probe documents; using the reference engine"}
     results = measure_engines(spec, docs)
@@ -62,3 +62,15 @@ def choose_engine(spec: TokenizerSpec, docs: list[str]) -> tuple[str, dict[str, 
     reason = (f"fastest engine with ids identical to hf on {len(docs)} probe documents "
               f"({results[engine]['mb_s']} MB/s)")
     return engine, {"reason": reason, "probe": results}
+
+
+def _asked_reason(result: dict[str, Any] | None) -> str:
+    """Why an engine named in the spec is used, with its measured mismatch against hf."""
+    if not result or not result.get("available"):
+        return "asked for in the spec (not measured: no probe documents)" if not result else \
+            f"asked for in the spec, but it did not load: {result['why']}"
+    if result["exact"]:
+        return f"asked for in the spec; ids identical to hf on {result['probe_docs']} probe documents"
+    share = result["mismatched_docs"] / max(1, result["probe_docs"])
+    return (f"asked for in the spec; NOT exact: ids differ from hf on {result['mismatched_docs']} of "
+            f"{result['probe_docs']} probe documents ({share:.1%})")

@@ -34,6 +34,7 @@ def gigatoken_engine(path: str | Path) -> tuple[Callable[[list[str]], Any], Call
     except (ValueError, RuntimeError, OSError) as exc:
         raise SpecError(f"tokenizer.engine: gigatoken cannot load {path}: {exc}") from None
     parallel = engine_threads() > 1  # one actor per core runs sequentially; the bench uses the thread pool
+    backend.encode_batch(["load awkward and the pools now, not in the first unit"], parallel=parallel)
 
     def flatten(batch: Any, eos_id: int | None) -> TokenBatch:
         return TokenBatch.from_flat(*flat_arrays(batch), eos_id)

@@ -86,3 +86,29 @@ def train_bpe(files: list[Path], vocab_size: int = 1000) -> RealBPE:
     eos_id = tok.token_to_id(EOS)
     token_bytes[eos_id] = EOS.encode()
     return RealBPE(tok, token_bytes, eos_id, files)
+
+
+def patches(img: np.ndarray, patch: int = 8) -> np.ndarray:
+    """Non-overlapping patch vectors of an HxWxC image, row-major."""
+    h, w = (img.shape[0] // patch) * patch, (img.shape[1] // patch) * patch
+    grid = img[:h, :w].reshape(h // patch, patch, w // patch, patch, -1).swapaxes(1, 2)
+    return grid.reshape(-1, patch * patch * img.shape[2])
+
+
+def patch_codebook(images: list[np.ndarray], size: int, seed: int = 0) -> np.ndarray:
+    """A VQ codebook: real patches drawn with a fixed seed (what k-means would start from)."""
+    sample = np.concatenate([patches(im) for im in images])
+    return sample[np.random.default_rng(seed).choice(len(sample), size, replace=False)].astype(np.float32)
+
+
+def vq_grid(img: np.ndarray, codebook: np.ndarray, patch: int = 8) -> np.ndarray:
+    """Nearest code of every patch, as a [rows, cols] grid (the image tokenizer's job)."""
+    p = patches(img, patch)
+    d = (p ** 2).sum(1, keepdims=True) - 2 * p @ codebook.T + (codebook ** 2).sum(1)
+    return d.argmin(1).reshape(img.shape[0] // patch, img.shape[1] // patch)
+
+
+def skimage_photos(names=("astronaut", "chelsea", "coffee", "rocket")) -> list[np.ndarray]:
+    """Real RGB photos shipped with scikit-image, as float32 in [0, 1]."""
+    from skimage import data
+    return [np.asarray(getattr(data, n)(), np.float32) / 255 for n in names]
