@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 STATE_FORMAT = "tokenmill.loader"
 STATE_VERSION = 1
+GROUP_TOKENS = 1 << 19
 __all__ = ["TokenDataset", "ShardError", "ShardMissing", "StateError", "IGNORE_INDEX", "cu_seqlens"]
 
 
@@ -85,12 +86,16 @@ class TokenDataset(IterableDataset):
         return Stream(pieces, self.shuffle_buffer, self.shuffle, (self.seed, epoch, consumer, consumers))
 
     def _blocks(self, stream: Stream, cache: ShardCache, doc: int, tok: int) -> Iterator[tuple[list, int, int]]:
-        """(documents, stream position of the first, tokens to skip in it), block by block from `doc`."""
+        """(documents, stream position of the first, tokens to skip in it), from `doc` on, in groups
+        of about GROUP_TOKENS tokens so that packing works in cache-sized pieces."""
         first_block = doc // stream.block
         for b in range(first_block, stream.n_blocks if doc < stream.total else 0):
             docs = self._block_docs(stream, b, cache)
             lo = doc - b * stream.block if b == first_block else 0
-            yield docs[lo:], b * stream.block + lo, tok if b == first_block else 0
+            ends = np.cumsum([len(d) for d in docs[lo:]]) // GROUP_TOKENS
+            cuts = [0, *(np.flatnonzero(np.diff(ends)) + 1).tolist(), len(docs) - lo]
+            for a, z in zip(cuts, cuts[1:]):
+                yield docs[lo + a:lo + z], b * stream.block + lo + a, tok if b == first_block and a == 0 else 0
 
     def _block_docs(self, stream: Stream, b: int, cache: ShardCache) -> list[np.ndarray]:
         docs: list[np.ndarray] = []

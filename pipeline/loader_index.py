@@ -120,8 +120,8 @@ class ShardData:
     def __init__(self, ref: ShardRef, column: pa.ChunkedArray, dynamic: Any) -> None:
         self.ref = ref
         chunks = [c for c in column.chunks if len(c)]
-        self._values = [np.asarray(c.values) for c in chunks]
-        self._offsets = [np.asarray(c.offsets) for c in chunks]
+        self._values = [c.values.to_numpy(zero_copy_only=True) for c in chunks]
+        self._offsets = [c.offsets.to_numpy(zero_copy_only=True) for c in chunks]
         self._starts = np.cumsum([0] + [len(c) for c in chunks])
         self.dynamic = dynamic
         self._vocab: Any = None

@@ -35,10 +35,12 @@ class Windows:
 
 def position_ids(starts: np.ndarray) -> np.ndarray:
     """Position of each token in its document, restarting at every True and at column 0."""
-    cols = np.arange(starts.shape[1], dtype=np.int64)
-    last = np.where(starts, cols, 0)
-    np.maximum.accumulate(last, axis=1, out=last)
-    return cols - last
+    n, width = starts.shape
+    resets = np.union1d(np.flatnonzero(starts), np.arange(0, n * width, width))
+    steps = np.ones(n * width, dtype=np.int64)
+    steps[resets[:1]] = 0
+    steps[resets[1:]] = 1 - np.diff(resets)  # one cumulative sum then counts from 0 after each reset
+    return np.cumsum(steps).reshape(n, width)
 
 
 def _cut(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:

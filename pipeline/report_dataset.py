@@ -39,6 +39,7 @@ class ShardRef:
     n_samples: int
     n_tokens: int
     n_bytes: int
+    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def _pick_file(shard: dict) -> ShardRef | None:
         if fmt in files:
             return ShardRef(name=shard["name"], unit=shard.get("unit", ""), fmt=fmt,
                             path=files[fmt]["path"], n_samples=int(shard.get("n_samples", 0)),
-                            n_tokens=int(shard.get("n_tokens", 0)), n_bytes=int(shard.get("n_bytes", 0)))
+                            n_tokens=int(shard.get("n_tokens", 0)), n_bytes=int(shard.get("n_bytes", 0)),
+                            size=int(files[fmt].get("size") or 0))
     return None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -28,6 +29,7 @@ from pipeline.report_dataset import Dataset, ShardRef, read_shard
 
 GROUP_KINDS = ("folder", "extension", "modality")
 HIST_STEPS = 4  # histogram bins per doubling of length
+PARTITION_BYTES = 256 * 2**20  # shard bytes per dask partition: few tasks, yet parallel
 N_LONGEST = 10
 TOP_LEVEL = "(top level)"
 NONE = "(none)"
@@ -79,17 +81,15 @@ def common_prefix(uris: list[str]) -> str:
     return "/".join(common) + "/"
 
 
-def group_keys(table: pa.Table, ctx: ReadContext) -> list[str]:
-    """The group of each row: top folder below the common prefix, extension, modality or a meta field."""
+def group_keys(values: list[str], ctx: ReadContext) -> list[str]:
+    """Groups of column values: top folder below the common prefix, extension, modality or a meta field."""
     if ctx.group_by == "modality":
-        return table["modality"].to_pylist()
+        return values
     if ctx.group_by.startswith("meta:"):
-        key = ctx.group_by[5:]
-        return [_meta_value(m, key) for m in table["meta"].to_pylist()]
-    sources = table["source"].to_pylist()
+        return [_meta_value(m, ctx.group_by[5:]) for m in values]
     if ctx.group_by == "extension":
-        return [PurePosixPath(s).suffix.lower() or NONE for s in sources]
-    rel = [s[len(ctx.prefix):] if s.startswith(ctx.prefix) else s.split("://")[-1].lstrip("/") for s in sources]
+        return [PurePosixPath(s).suffix.lower() or NONE for s in values]
+    rel = [s[len(ctx.prefix):] if s.startswith(ctx.prefix) else s.split("://")[-1].lstrip("/") for s in values]
     return [r.split("/", 1)[0] if "/" in r else TOP_LEVEL for r in rel]
 
 
@@ -101,23 +101,46 @@ def _meta_value(meta: str | None, key: str) -> str:
     return NONE if value is None else str(value)
 
 
-def load_shard(ref: ShardRef, ctx: ReadContext) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Read one shard once: per-sample rows, base token counts, dynamic-stage lengths."""
+def load_shards(refs: list[ShardRef], ctx: ReadContext) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One partition: several shards, each read once, as per-sample rows, token counts, dynamic lengths."""
+    tables, counts, dyn = [], np.zeros(0, np.int64), []
+    for ref in refs:
+        table, shard_counts, shard_dyn = load_shard(ref, ctx)
+        tables.append(table)
+        counts = _add(counts, shard_counts)
+        dyn += shard_dyn
+    samples = pa.concat_tables(tables).to_pandas().astype(SAMPLE_DTYPES)
+    nz = np.flatnonzero(counts)
+    return (samples, pd.DataFrame({"token": nz, "count": counts[nz]}).astype(COUNT_DTYPES),
+            pd.DataFrame(dyn, columns=list(DYN_DTYPES)).astype(DYN_DTYPES))
+
+
+def load_shard(ref: ShardRef, ctx: ReadContext) -> tuple[pa.Table, np.ndarray, list[dict]]:
+    """Read one shard: per-sample rows (no tokens), base token counts, dynamic-stage lengths."""
     fs = fsspec.filesystem(ctx.protocol, **ctx.storage_options)
     columns = ["id", "source", "modality", "tokens", "n_bytes"] + (["meta"] if ctx.group_by.startswith("meta:") else [])
     table = read_shard(fs, f"{ctx.root}/{ref.path}", ref.fmt, columns)
-    lengths = pc.list_value_length(table["tokens"]).fill_null(0).to_numpy()
-    samples = pd.DataFrame({
-        "id": table["id"].to_pylist(), "source": table["source"].to_pylist(),
-        "modality": table["modality"].to_pylist(), "group": group_keys(table, ctx),
-        "shard": [ref.name] * len(table), "n_tokens": lengths.astype("int64"),
-        "n_bytes": table["n_bytes"].to_numpy().astype("int64")}).astype(SAMPLE_DTYPES)
+    samples = pa.table({
+        "id": table["id"], "source": table["source"], "modality": table["modality"],
+        "group": pa.array(group_column(table, ctx), pa.string()),
+        "shard": pa.array([ref.name] * table.num_rows, pa.string()),
+        "n_tokens": pc.list_value_length(table["tokens"]).fill_null(0).cast(pa.int64()),
+        "n_bytes": table["n_bytes"].cast(pa.int64())})
     counts, dyn = token_counts(table, ref.name, ctx.base_vocab_size)
-    nz = np.flatnonzero(counts)
-    return samples, pd.DataFrame({"token": nz, "count": counts[nz]}).astype(COUNT_DTYPES), dyn
+    return samples, counts, dyn
 
 
-def token_counts(table: pa.Table, shard: str, vocab: int) -> tuple[np.ndarray, pd.DataFrame]:
+def group_column(table: pa.Table, ctx: ReadContext) -> np.ndarray:
+    """Group keys of all rows, computed once per distinct source/meta value, not per row."""
+    column = "modality" if ctx.group_by == "modality" else "meta" if ctx.group_by.startswith("meta:") else "source"
+    encoded = table[column].combine_chunks().dictionary_encode() if table.num_rows else None
+    if encoded is None:
+        return np.array([], dtype=object)
+    keys = np.array(group_keys(encoded.dictionary.to_pylist(), ctx), dtype=object)
+    return keys[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+def token_counts(table: pa.Table, shard: str, vocab: int) -> tuple[np.ndarray, list[dict]]:
     """Base-id counts of a shard (dynamic ids expanded) and its dynamic lengths, if any."""
     meta = table.schema.metadata or {}
     vocab = int(meta.get(b"tokenmill.base_vocab_size", vocab) or 0)
@@ -132,7 +155,7 @@ def token_counts(table: pa.Table, shard: str, vocab: int) -> tuple[np.ndarray, p
         total = _add(total, base)
         n_stored, n_base, n_merges = n_stored + len(flat), n_base + n, n_merges + len(merges)
     rows = [{"shard": shard, "n_tokens": n_stored, "n_base_tokens": n_base, "n_merges": n_merges}] if dyn else []
-    return total, pd.DataFrame(rows, columns=list(DYN_DTYPES)).astype(DYN_DTYPES)
+    return total, rows
 
 
 def _segments(dyn: Any, n_rows: int) -> list[tuple[list, int, int]]:
@@ -174,19 +197,36 @@ def _frames(parts: list, i: int, dtypes: dict) -> dd.DataFrame:
     return dd.from_delayed([dask.delayed(operator.getitem)(p, i) for p in parts], meta=meta, verify_meta=False)
 
 
+def parallelism() -> int:
+    """CPUs the scheduler can use: the Ray cluster's when connected, else this machine's."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return os.cpu_count() or 1
+
+
+def partitions(refs: list[ShardRef], n_cpus: int) -> list[list[ShardRef]]:
+    """Consecutive shards per partition: about PARTITION_BYTES each, at least 2 partitions per CPU."""
+    total = sum(r.size for r in refs)
+    n = max(1, min(len(refs), max(2 * n_cpus, math.ceil(total / PARTITION_BYTES))))
+    step = math.ceil(len(refs) / n)
+    return [refs[i:i + step] for i in range(0, len(refs), step)]
+
+
 def compute_shard_stats(ds: Dataset, refs: list[ShardRef], ctx: ReadContext) -> dict:
     """Run the dask graph over the shards on disk; returns plain pandas/numpy results."""
-    parts = [dask.delayed(load_shard)(ref, ctx, dask_key_name=f"tokenmill-shard-{ref.name}") for ref in refs]
+    parts = [dask.delayed(load_shards)(batch, ctx, dask_key_name=f"tokenmill-shards-{i:06d}-{batch[0].name}")
+             for i, batch in enumerate(partitions(refs, parallelism()))]
     samples, counts, dyn = (_frames(parts, i, d) for i, d in enumerate((SAMPLE_DTYPES, COUNT_DTYPES, DYN_DTYPES)))
     sums = {"n_samples": ("n_tokens", "count"), "n_tokens": ("n_tokens", "sum"), "n_bytes": ("n_bytes", "sum")}
     n = samples["n_tokens"]
     bins = n.map_partitions(log_bins, meta=("n_tokens", "int64"))
     graph = {
         "groups": samples.groupby("group").agg(**sums), "modalities": samples.groupby("modality").agg(**sums),
-        "shards": samples.groupby("shard").agg(**sums), "hist": bins.value_counts(),
+        "shards": samples.groupby("shard").agg(**sums), "hist": bins.value_counts(split_out=1),
         "longest": samples.nlargest(N_LONGEST, "n_tokens"),
         "min": n.min(), "max": n.max(), "mean": n.mean(), "quantiles": n.quantile([0.5, 0.9, 0.99]),
-        "counts": counts.groupby("token")["count"].sum(), "dynamic": dyn,
+        "counts": counts.groupby("token")["count"].sum(split_out=1), "dynamic": dyn,
     }
     return dict(zip(graph, dask.compute(*graph.values(), scheduler=dask_scheduler())))
 

@@ -211,3 +211,25 @@ def not_safetensors(path: Path) -> Path:
     import pickle
     path.write_bytes(pickle.dumps({"codebook": [[0, 1, 2]]}))
     return path
+
+
+def image_codebook(folder: Path, k: int = 64, image_size: int = 128) -> Path:
+    """An image-vq codebook trained by tokenmill on the photos (written to folder/image.safetensors)."""
+    from pipeline.spec import SourceSpec
+    from pipeline.train.codebook import train_image_codebook
+    photos = write_photos(folder / "photos")
+    out = folder / "image.safetensors"
+    train_image_codebook(SourceSpec(uri=str(folder / "photos"), modality="image"), k, str(out), 1 << 30,
+                         image_size=image_size)
+    assert photos and out.exists()
+    return out
+
+
+def audio_codebook(folder: Path, k: int = 32) -> Path:
+    """An audio-vq codebook trained by tokenmill on the speech files."""
+    from pipeline.spec import SourceSpec
+    from pipeline.train.codebook import train_audio_codebook
+    write_audio(folder / "speech")
+    out = folder / "audio.safetensors"
+    train_audio_codebook(SourceSpec(uri=str(folder / "speech"), modality="audio"), k, str(out), 1 << 30)
+    return out

@@ -3,6 +3,7 @@
 Run from the repository root: `python tests/bench/bench_stages.py [--mb 16] [--merges 1024]`.
 Text: real stdlib .py files, a byte-level BPE (8192) trained here, encoded by tiktoken from the
 same merges (the pipeline's fast engine). Images/video: skimage photos through a numpy patch VQ.
+Numbers are single-threaded; the machine is shared, so compare ratios from one run.
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipeline.spec import DynamicSpec, PruneSpec, SpansSpec, TemporalSpec  # noqa: E402
 from pipeline.stages import StageContext, build_stages  # noqa: E402
-from tests.stages.helpers import STDLIB, train_bpe  # noqa: E402
+from tests.stages.helpers import STDLIB, patch_codebook, skimage_photos, train_bpe, vq_grid  # noqa: E402
 
 log = logging.getLogger("bench_stages")
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -104,54 +106,40 @@ def text_bench(mb: float, merges: int, vocab: int) -> None:
         report(label, n_tokens, n_bytes, t_base, t_stage, stats)
 
 
-def vq_tokens(images: list[np.ndarray], codebook: np.ndarray, patch: int = 8) -> list[np.ndarray]:
-    """Nearest-code id of every patch (the image tokenizer's job, done here in numpy)."""
-    out = []
-    for img in images:
-        h, w = (img.shape[0] // patch) * patch, (img.shape[1] // patch) * patch
-        p = img[:h, :w].reshape(h // patch, patch, w // patch, patch, -1).swapaxes(1, 2).reshape(-1, patch * patch * img.shape[2])
-        d = (p ** 2).sum(1, keepdims=True) - 2 * p @ codebook.T + (codebook ** 2).sum(1)
-        out.append(d.argmin(1).reshape(h // patch, w // patch))
-    return out
-
-
 def grid_table(grids: list[np.ndarray], modality: str) -> pa.Table:
-    flat = [g.reshape(-1) for g in grids]
+    """A shard table of token grids, built from flat numpy like the unit does."""
+    flat = np.concatenate([g.reshape(-1) for g in grids]).astype(np.uint16)
+    offsets = np.concatenate([[0], np.cumsum([g.size for g in grids])]).astype(np.int32)
     return pa.table({"id": [f"g{i}" for i in range(len(grids))], "modality": [modality] * len(grids),
-                     "tokens": pa.array([f.tolist() for f in flat], pa.list_(pa.uint16())),
+                     "tokens": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)),
                      "shape": pa.array([list(g.shape) for g in grids], pa.list_(pa.int32()))})
 
 
 def visual_bench() -> None:
-    from skimage import data
-    images = [np.asarray(getattr(data, n)(), np.float32) / 255 for n in ("astronaut", "chelsea", "coffee", "rocket")]
-    rng = np.random.default_rng(0)
-    sample = np.concatenate([vq_patches for vq_patches in (_patches(im) for im in images)])
-    codebook = sample[rng.choice(len(sample), 512, replace=False)]
+    """prune on real photos, temporal on a pan over a real photo; baseline = VQ + Arrow build."""
+    photos = skimage_photos()
+    codebook = patch_codebook(photos, 512)
     t0 = time.perf_counter()
-    grids = vq_tokens(images, codebook)
-    table = grid_table(grids, "image")
+    table = grid_table([vq_grid(im, codebook) for im in photos], "image")
     t_base = time.perf_counter() - t0
-    n = sum(g.size for g in grids)
+    n = len(pc.list_flatten(table.column("tokens")))
+    print(f"image: {len(photos)} skimage photos, {n} tokens; VQ+Arrow baseline {t_base:.3f}s")
     t, stats = time_stage(PruneSpec(kind="prune", keep=0.25), StageContext("image", 512, codebook=codebook), table)
-    print(f"image: {len(images)} skimage photos, {n} tokens; VQ+Arrow baseline {t_base:.2f}s")
-    report("prune keep=0.25", n, n, t_base, t, stats)
-    frames = [np.roll(images[0], 4 * k, axis=1) * 0 + _pan(images[0], k) for k in range(32)]
-    video = np.stack(vq_tokens(frames, codebook))
+    report("prune keep=0.25", n, sum(im.size for im in photos), t_base, t, stats)  # bytes = RGB pixels
+    frames = [_pan(photos[0], k) for k in range(32)]
+    t0 = time.perf_counter()
+    video = np.stack([vq_grid(f, codebook) for f in frames])
     vtable = grid_table([video], "video")
+    t_base = time.perf_counter() - t0
+    print(f"video: 32 frames panning over astronaut, {video.size} tokens; VQ+Arrow baseline {t_base:.3f}s")
     for thr in (0.0, 2.0):
         t, stats = time_stage(TemporalSpec(kind="temporal", threshold=thr),
                               StageContext("video", 512, codebook=codebook), vtable)
-        report(f"temporal threshold={thr}", video.size, video.size, t_base, t, stats)
-
-
-def _patches(img: np.ndarray, patch: int = 8) -> np.ndarray:
-    h, w = (img.shape[0] // patch) * patch, (img.shape[1] // patch) * patch
-    return img[:h, :w].reshape(h // patch, patch, w // patch, patch, -1).swapaxes(1, 2).reshape(-1, patch * patch * img.shape[2])
+        report(f"temporal threshold={thr}", video.size, sum(f.size for f in frames), t_base, t, stats)
 
 
 def _pan(img: np.ndarray, k: int) -> np.ndarray:
-    """A camera pan over the lower half only: the upper half stays still, as in real footage."""
+    """The lower half pans every 4th frame; the upper half stays still, as in real footage."""
     out = img.copy()
     half = img.shape[0] // 2
     out[half:] = np.roll(img[half:], 8 * (k // 4), axis=1)

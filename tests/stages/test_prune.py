@@ -19,8 +19,9 @@ def prune(table, codebook, keep, modality="image"):
 def coverage(codebook, ids, kept_idx):
     """k-center objective: the largest distance from any token to its nearest kept token."""
     emb = codebook[ids].astype(np.float64)
-    d = np.linalg.norm(emb[:, None, :] - emb[kept_idx][None, :, :], axis=2)
-    return d.min(axis=1).max()
+    kept = emb[kept_idx]
+    d2 = (emb ** 2).sum(1)[:, None] - 2 * emb @ kept.T + (kept ** 2).sum(1)[None, :]
+    return float(np.sqrt(np.maximum(d2.min(axis=1), 0)).max())
 
 
 def test_hand_checked_clusters_get_one_token_each():

@@ -1,0 +1,148 @@
+"""`tokenmill inspect OUT --sample ID --out DIR`: what one sample's tokens decode to, as files a person opens.
+
+Text and code -> .txt, binaries -> .bin, images -> .png (codebook patch means on the grid),
+audio -> .wav, video -> a frame strip .png. The tokenizer is rebuilt from the files the
+dataset carries in OUT/tokenizer/, so this works on any copy of a dataset. Tokens a stage
+pruned are drawn grey; patches the temporal stage dropped repeat their last kept value.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.spec import SpecError, TokenizerSpec
+from pipeline.storage import Storage
+
+log = logging.getLogger(__name__)
+
+STRIP_MAX_FRAMES = 16
+
+
+def find_sample(storage: Storage, index: dict[str, Any], sample_id: str) -> dict[str, Any]:
+    """The shard row whose id is `sample_id` (or, failing that, the one id ending with it)."""
+    import pyarrow.parquet as pq
+    from pipeline.stages import expand_table
+    suffix_hits = []
+    for shard in index["shards"]:
+        files = shard["files"]
+        fmt = "arrow" if "arrow" in files else "parquet" if "parquet" in files else None
+        if fmt is None:
+            raise SpecError("inspect reads arrow or parquet shards; this dataset has only webdataset")
+        data = pa.py_buffer(storage.read_bytes(files[fmt]["path"]))
+        table = pa.ipc.open_file(data).read_all() if fmt == "arrow" else pq.read_table(pa.BufferReader(data))
+        ids = table.column("id").to_pylist()
+        if sample_id in ids:
+            return expand_table(table).slice(ids.index(sample_id), 1).to_pylist()[0]
+        suffix_hits += [(table, i) for i, x in enumerate(ids) if x.endswith(sample_id)]
+    if len(suffix_hits) == 1:
+        table, i = suffix_hits[0]
+        return expand_table(table).slice(i, 1).to_pylist()[0]
+    why = f"{len(suffix_hits)} ids end with it; give the full id" if suffix_hits else "no such id"
+    raise SpecError(f"--sample: {sample_id!r} not found in {storage.uri} ({why})")
+
+
+def dataset_tokenizer(storage: Storage, index: dict[str, Any]):
+    """The dataset's tokenizer, rebuilt from OUT/tokenizer/ and the options in dataset.json."""
+    from pipeline.tokenizers import build_tokenizer
+    from pipeline.tokenizers.codebook import local_file
+    desc = index["tokenizer"]
+    options = desc.get("options", {})
+    path = None
+    if desc.get("files"):
+        path = str(local_file(storage.path(desc["files"][0])) if storage.local else local_file(
+            f"{storage.uri}/{desc['files'][0]}"))
+    spec = TokenizerSpec(kind=desc["kind"], path=path, add_eos=options.get("add_eos", desc.get("eos_id") is not None),
+                         fps=options.get("fps"), sample_rate=options.get("sample_rate"))
+    return build_tokenizer(spec)
+
+
+def fill_grid(tokens: np.ndarray, positions: list[int] | None, shape: list[int], missing: int) -> np.ndarray:
+    """Full grid ids from kept tokens and their positions: pruned -> `missing`, video -> last kept."""
+    size = math.prod(shape)
+    if positions is None:
+        return tokens[:size]
+    grid = np.full(size, -1, np.int64)
+    pos = np.asarray(positions, np.int64)
+    inside = pos < size
+    grid[pos[inside]] = tokens[inside]
+    if len(shape) == 3:  # temporal merging: an absent patch repeats its value in the previous frame
+        frames = grid.reshape(shape[0], -1)
+        for f in range(1, shape[0]):
+            frames[f] = np.where(frames[f] < 0, frames[f - 1], frames[f])
+    grid[grid < 0] = missing
+    return grid
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    from PIL import Image
+    Image.fromarray(np.ascontiguousarray(pixels, np.uint8)).save(path)
+
+
+def frame_strip(frames: np.ndarray, gap: int = 2) -> np.ndarray:
+    """Up to STRIP_MAX_FRAMES frames side by side (evenly picked), white gaps between."""
+    pick = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), STRIP_MAX_FRAMES)).astype(int))
+    h, w = frames.shape[1:3]
+    strip = np.full((h, len(pick) * (w + gap) - gap, 3), 255, np.uint8)
+    for i, f in enumerate(pick):
+        strip[:, i * (w + gap):i * (w + gap) + w] = frames[f]
+    return strip
+
+
+def _write(tokenizer, row: dict[str, Any], tokens: np.ndarray, base: Path) -> list[Path]:
+    """Decode a row's tokens to the file(s) its modality calls for."""
+    modality, shape = row["modality"], row["shape"]
+    if modality in ("image", "video"):
+        grid = fill_grid(tokens, row.get("positions"), shape, missing=2**31 - 1)
+        decoded = tokenizer.decode(grid, shape)
+        pixels = frame_strip(decoded) if modality == "video" else decoded
+        name = base.with_suffix(".strip.png" if modality == "video" else ".png")
+        _write_png(name, pixels)
+        return [name]
+    if modality == "audio":
+        import soundfile as sf
+        clip = tokenizer.decode(tokens, shape)
+        sf.write(base.with_suffix(".wav"), clip.samples, clip.sample_rate, subtype="PCM_16")
+        return [base.with_suffix(".wav")]
+    decoded = tokenizer.decode(tokens)
+    if isinstance(decoded, str):
+        base.with_suffix(".txt").write_text(decoded, encoding="utf-8")
+        return [base.with_suffix(".txt")]
+    base.with_suffix(".bin").write_bytes(bytes(decoded))
+    return [base.with_suffix(".bin")]
+
+
+def inspect_sample(out_dir: str, sample_id: str, dest_dir: str) -> list[str]:
+    """Write what a sample's tokens decode to into dest_dir; returns the paths written."""
+    storage = Storage(out_dir)
+    if not storage.exists("dataset.json"):
+        raise SpecError(f"{out_dir}: no dataset.json (not a tokenmill output, or no run finished yet)")
+    index = json.loads(storage.read_bytes("dataset.json"))
+    row = find_sample(storage, index, sample_id)
+    tokenizer = dataset_tokenizer(storage, index)
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in row["id"].rsplit("/", 1)[-1])[:80] or "sample"
+    written = _write(tokenizer, row, np.asarray(row["tokens"], np.int64), dest / stem)
+    info = {k: row[k] for k in ("id", "source", "modality", "shape", "n_bytes")}
+    info.update(n_tokens=len(row["tokens"]), meta=json.loads(row["meta"] or "{}"), files=[p.name for p in written])
+    (dest / f"{stem}.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    return [str(p) for p in written] + [str(dest / f"{stem}.json")]
+
+
+def configure_inspect_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="dataset folder (sink.uri)")
+    p.add_argument("--sample", required=True, help="sample id (the `id` column), or a unique end of one")
+    p.add_argument("--out", dest="dest", required=True, help="folder to write the decoded files into")
+
+
+def cli_inspect(args: argparse.Namespace) -> int:
+    for path in inspect_sample(args.out, args.sample, args.dest):
+        print(path)
+    return 0
