@@ -30,7 +30,12 @@ PROBE_UNITS = 8
 def check_output(storage: Storage) -> None:
     """Fail early, with the reason, when the sink cannot be written."""
     try:
-        storage.fs.makedirs(storage.root, exist_ok=True)
+        if storage.local:
+            storage.fs.makedirs(storage.root, exist_ok=True)
+        else:  # never create buckets: a missing bucket is a typo far more often than an intent
+            bucket = storage.root.split("/", 1)[0]
+            if not storage.fs.exists(bucket):
+                raise FileNotFoundError(f"bucket {bucket!r} does not exist")
         storage.write_atomic(".write-test", b"ok")
         storage.remove(".write-test")
     except Exception as exc:  # noqa: BLE001 - every failure here means the same thing to the user

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import posixpath
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ import pyarrow.parquet as pq
 
 from pipeline.storage import filesystem, is_local
 
-log = logging.getLogger(__name__)
 
 TOKEN_DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 _ARROW_TYPES = {"uint16": pa.uint16(), "uint32": pa.uint32()}

@@ -24,7 +24,8 @@ h1{font-size:24px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 8px;border-bot
 table{border-collapse:collapse;background:#fff;margin:8px 0;font-size:13px;width:100%}
 th,td{border:1px solid #e1e4e8;padding:4px 8px;text-align:left;vertical-align:top}
 td.n{text-align:right;font-variant-numeric:tabular-nums} th{background:#eef1f5}
-code{font-size:12px;word-break:break-all} img{max-width:100%;background:#fff;border:1px solid #e1e4e8;margin:8px 0}
+code{font-size:12px;word-break:break-all} code.tok{white-space:pre;background:#eef1f5;padding:0 2px}
+.note{color:#5b6475;font-size:12px;margin:0 0 8px} img{max-width:100%;background:#fff;border:1px solid #e1e4e8;margin:8px 0}
 .alert{background:#fff4e5;border:1px solid #f0b86e;border-radius:6px;padding:8px 12px;margin:10px 0}
 .plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:10px}
 .empty{background:#eef1f5;border-radius:6px;padding:16px;font-size:16px}
@@ -69,12 +70,14 @@ def pct(x: Any) -> str:
 def table(headers: list[str], rows: Iterable[list[Any]], numeric: set[int] = frozenset()) -> str:
     """An HTML table; cells are escaped except those already marked up (tuples ('raw', html))."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = []
-    for row in list(rows)[:MAX_ROWS]:
+    body, rows = [], list(rows)
+    for row in rows[:MAX_ROWS]:
         cells = [c[1] if isinstance(c, tuple) else esc(c) for c in row]
         body.append("".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>"
                             for i, c in enumerate(cells)))
-    return f"<table><tr>{head}</tr>" + "".join(f"<tr>{r}</tr>" for r in body) + "</table>"
+    more = (f'<p class="note">First {MAX_ROWS} of {len(rows):,} rows; `tokenmill stats OUT --json` '
+            "has them all.</p>") if len(rows) > MAX_ROWS else ""
+    return f"<table><tr>{head}</tr>" + "".join(f"<tr>{r}</tr>" for r in body) + "</table>" + more
 
 
 def img(uri: str, alt: str) -> str:
@@ -159,7 +162,7 @@ def vocab(s: dict) -> str:
     v = s["vocab"]
     if not v["top"]:
         return ""
-    rows = ([r["id"], ("raw", f"<code>{esc(repr(r['text']) if r['text'] is not None else '')}</code>"),
+    rows = ([r["id"], ("raw", f'<code class="tok">{esc(repr(r["text"]) if r["text"] is not None else "")}</code>'),
              num(r["count"]), pct(r["share"])] for r in v["top"])
     return ("<h2>Vocabulary use</h2>"
             f"<p>{num(v['n_used'])} of {num(v['vocab_size'])} base ids occur; "

@@ -44,6 +44,8 @@ def _human(x: float, _pos: int = 0) -> str:
 def bars(labels: list[str], values: list[float], *, title: str, xlabel: str,
          overall: float | None = None) -> str:
     """Horizontal bar chart, first label on top, with an optional 'overall' line."""
+    if len(labels) > MAX_BARS:
+        title = f"{title}, first {MAX_BARS} of {len(labels)}"
     labels, values = labels[:MAX_BARS], values[:MAX_BARS]
     with plt.rc_context(STYLE):
         fig, ax = _figure(height=0.9 + 0.28 * max(len(labels), 1))

@@ -159,18 +159,16 @@ def token_counts(table: pa.Table, shard: str, vocab: int) -> tuple[np.ndarray, l
 
 
 def _segments(dyn: Any, n_rows: int) -> list[tuple[list, int, int]]:
-    """(merges, first row, end row) per dynamic vocabulary; one segment without the stage."""
+    """(merges, first row, end row) per dynamic vocabulary; one segment without the stage.
+
+    Reads the layout pipeline/stages/dynamic.py writes ({"groups": [{"rows": [r0, r1],
+    "merges": ...}]}) and the single-vocabulary one of docs/formats.md ({"merges": ...}).
+    """
     if dyn is None:
         return [([], 0, n_rows)]
-    if isinstance(dyn, dict) and "merges" in dyn:
-        return [(dyn["merges"], 0, n_rows)]
-    vocabs = dyn if isinstance(dyn, list) else next(v for k, v in dyn.items() if k != "row_ranges")
-    ranges = dyn.get("row_ranges") if isinstance(dyn, dict) else None
-    out = []
-    for i, v in enumerate(vocabs):
-        for start, end in (v.get("row_ranges") or [ranges[i]]):
-            out.append((v["merges"], start, end))
-    return out
+    if "groups" in dyn:
+        return [(g["merges"], g["rows"][0], g["rows"][1]) for g in dyn["groups"]]
+    return [(dyn["merges"], 0, n_rows)]
 
 
 def expand_counts(raw: np.ndarray, merges: list, vocab: int) -> tuple[np.ndarray, int]:

@@ -138,10 +138,19 @@ def dynamic(res: dict) -> dict | None:
     return {"n_tokens": n, "n_base_tokens": base, "reduction": 1 - (_ratio(n, base) or 1), "shards": rows}
 
 
+def reason_kind(reason: str | None) -> str:
+    """A reason without its details: the text before ': ' or ' (', numbers folded to N.
+
+    'invalid UTF-8 at byte 87: b'\\xe9'' and '... at byte 431: ...' are one kind.
+    """
+    head = re.split(r": | \(", reason or "", maxsplit=1)[0]
+    return re.sub(r"(?<![-\d])\d[\d,]*", "N", head) or "(no reason)"
+
+
 def errors(table: pa.Table) -> dict:
-    """Quarantined inputs by reason (digits folded, so 'byte 41' and 'byte 96' group) and stage."""
+    """Quarantined inputs by kind of reason, and by stage; examples keep the full reason."""
     frame = table.to_pandas()
-    frame["kind"] = [re.sub(r"(?<![\w.-])\d+", "N", r or "") for r in frame["reason"]]
+    frame["kind"] = [reason_kind(r) for r in frame["reason"]]
     by_reason = []
     for kind, grp in sorted(frame.groupby("kind"), key=lambda kv: (-len(kv[1]), kv[0])):
         examples = grp.head(N_EXAMPLES)[["uri", "member", "reason", "stage", "unit"]].to_dict("records")

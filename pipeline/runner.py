@@ -29,6 +29,9 @@ from pipeline.spec import JobSpec  # noqa: E402
 log = logging.getLogger(__name__)
 
 IN_FLIGHT_PER_WORKER = 2
+# the driver's object-store settings travel to the workers as an actor argument (never a runtime_env,
+# whose contents show up in the dashboard), so `AWS_*` set where `tokenmill run` runs apply everywhere
+FORWARDED_ENV_PREFIXES = ("AWS_", "FSSPEC_", "GOOGLE_APPLICATION_CREDENTIALS")
 # retried with backoff; anything else (a missing file, a permission error, a bug) fails the unit at once
 TRANSIENT_ERROR_NAMES = {"OSError", "IOError", "ConnectionError", "ConnectionRefusedError", "ConnectionResetError",
                          "TimeoutError", "BrokenPipeError", "ClientConnectorError", "ServerDisconnectedError"}
@@ -42,7 +45,8 @@ _ACTOR_LOST = (RayActorError,) + tuple(
 class UnitWorker:
     """Holds one UnitProcessor (tokenizer loaded once) and runs units on it."""
 
-    def __init__(self, spec: JobSpec, engine: str | None, threads: int) -> None:
+    def __init__(self, spec: JobSpec, engine: str | None, threads: int, env: dict[str, str]) -> None:
+        os.environ.update(env)
         os.environ["RAYON_NUM_THREADS"] = str(threads)
         from pipeline.unit import UnitProcessor
         self.processor = UnitProcessor(spec, engine)
@@ -105,7 +109,8 @@ class ActorPool:
         self.load = [0] * n_workers
 
     def _new_actor(self):
-        return UnitWorker.options(**self.options).remote(self.spec, self.engine, self.threads)
+        env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+        return UnitWorker.options(**self.options).remote(self.spec, self.engine, self.threads, env)
 
     def replace(self, idx: int) -> None:
         try:

@@ -187,6 +187,7 @@ def write_bad_videos(folder: Path) -> dict[str, Path]:
 
 def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
     """A tar with members in the given order (names are written exactly as given)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w") as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)

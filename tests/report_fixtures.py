@@ -184,7 +184,11 @@ def _write_unit(job: tuple) -> tuple[list[dict], list[dict], dict]:
 
 
 def merge_pairs(rows: list[list[int]], n_merges: int, vocab: int) -> tuple[list[list[int]], dict | None]:
-    """Dynamic tokenization (scope shard): merge the most frequent adjacent pair, n times."""
+    """Dynamic tokenization (scope shard): merge the most frequent adjacent pair, n times.
+
+    The vocabulary is returned in the layout pipeline/stages/dynamic.py writes:
+    {"base_vocab_size", "scope", "groups": [{"rows": [0, n], "merges": [[a, b], ...]}]}.
+    """
     if n_merges == 0:
         return rows, None
     merges = []
@@ -196,7 +200,8 @@ def merge_pairs(rows: list[list[int]], n_merges: int, vocab: int) -> tuple[list[
         new = vocab + len(merges)
         merges.append([a, b])
         rows = [_replace(r, a, b, new) for r in rows]
-    return rows, {"base_vocab_size": vocab, "merges": merges}
+    return rows, {"version": 1, "base_vocab_size": vocab, "scope": "shard",
+                  "groups": [{"rows": [0, len(rows)], "merges": merges}]}
 
 
 def _replace(row: list[int], a: int, b: int, new: int) -> list[int]:

@@ -12,8 +12,10 @@ import pyarrow.ipc as ipc
 import pytest
 
 from pipeline.report import compute_stats
-from pipeline.report_stats import dask_scheduler
-from tests.report_fixtures import VOCAB, make_dataset
+from pipeline.report_dataset import open_dataset, shard_refs
+from pipeline.report_stats import dask_scheduler, partitions, token_counts
+from pipeline.report_summary import reason_kind
+from tests.report_fixtures import VOCAB, make_dataset, merge_pairs
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +153,7 @@ def test_quarantine_by_reason(plain, stats):
     e = stats["errors"]
     assert sum(r["count"] for r in e["by_reason"]) == e["n_errors"] == len(plain.errors)
     assert [r["reason"] for r in e["by_reason"]] == ["invalid utf-8 at byte N"]
+    assert {x["reason"] for r in e["by_reason"] for x in r["examples"]} == {x["reason"] for x in plain.errors}
     assert {x["uri"] for r in e["by_reason"] for x in r["examples"]} == {x["uri"] for x in plain.errors}
     assert e["by_stage"] == [{"stage": "decode", "count": len(plain.errors)}]
 
@@ -184,3 +187,40 @@ def test_runs_split_by_idle_gaps(plain, tmp_path):
 
 def test_local_scheduler_is_dask_threads():
     assert dask_scheduler() == "threads"
+
+
+def test_partitions_cover_every_shard_once(plain):
+    refs, _ = shard_refs(open_dataset(str(plain.out)))
+    assert len(refs) == 7
+    for cpus in (1, 2, 64):
+        parts = partitions(refs, cpus)
+        assert [r for p in parts for r in p] == refs
+        assert len(parts) == min(len(refs), 2 * cpus)  # small shards: two partitions per CPU
+
+
+def test_batch_scope_dynamic_vocabularies(plain):
+    """Two row groups with their own merges, in the layout pipeline/stages/dynamic.py writes."""
+    rows = [s["tokens"] for s in plain.samples[:8]]
+    first, a = merge_pairs(rows[:3], 5, VOCAB)
+    second, b = merge_pairs(rows[3:], 7, VOCAB)
+    ma, mb = a["groups"][0]["merges"], b["groups"][0]["merges"]
+    assert ma != mb
+    dyn = {"version": 1, "base_vocab_size": VOCAB, "scope": "batch",
+           "groups": [{"rows": [0, 3], "merges": ma}, {"rows": [3, 8], "merges": mb}]}
+    table = pa.table({"tokens": pa.array(first + second, pa.list_(pa.uint16()))}).replace_schema_metadata(
+        {b"tokenmill.base_vocab_size": str(VOCAB).encode(), b"tokenmill.dynamic_vocab": json.dumps(dyn).encode()})
+    counts, lengths = token_counts(table, "s", VOCAB)
+    want = Counter(t for r in rows for t in r)
+    assert {i: int(c) for i, c in enumerate(counts) if c} == dict(want)
+    assert lengths == [{"shard": "s", "n_tokens": sum(map(len, first + second)),
+                        "n_base_tokens": sum(want.values()), "n_merges": 12}]
+
+
+@pytest.mark.parametrize("reason, kind", [
+    ("invalid UTF-8 at byte 431: b'\\xf0\\xc9'", "invalid UTF-8 at byte N"),
+    ("image claims 100x200 = 20,000 pixels, over limits.max_pixels", "image claims NxN = N pixels, over limits.max_pixels"),
+    ("no video stream (streams: audio)", "no video stream"),
+    ("", "(no reason)"),
+])
+def test_reason_kinds(reason, kind):
+    assert reason_kind(reason) == kind

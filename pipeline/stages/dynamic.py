@@ -26,7 +26,7 @@ class _Grow:
     """A numpy array with amortized O(1) appends (the slot and position tables grow per merge)."""
 
     def __init__(self, init: np.ndarray) -> None:
-        self.buf = np.array(init, copy=True)
+        self.buf = init  # taken over, not copied: callers hand in fresh arrays
         self.n = len(init)
 
     def append(self, more: np.ndarray) -> None:
@@ -71,10 +71,11 @@ class MergeEngine:
         self.n, self.base, self.max_merges, self.min_count = n, base, max_merges, min_count
         self.m = base + max_merges
         self.pos_bits = max(1, (n + 1).bit_length())
-        self.seq = np.append(seq.astype(np.int32), np.int32(-1))
-        self.nxt = np.arange(1, n + 2, dtype=np.int32)
+        # ids as int64 so keys need no cast; links as intp, the index type numpy gathers with
+        self.seq = np.append(seq.astype(np.int64), -1)
+        self.nxt = np.arange(1, n + 2, dtype=np.intp)
         self.nxt[n] = n
-        self.prv = np.arange(-1, n, dtype=np.int32)
+        self.prv = np.arange(-1, n, dtype=np.intp)
         self.prv[0] = n
         self.blocked = np.append(blocked.astype(bool), True)
         if n:
@@ -83,16 +84,14 @@ class MergeEngine:
         self.merges: list[tuple[int, int]] = []
         self._init_slots()
 
-    def _keys(self, pos: np.ndarray) -> np.ndarray:
-        return self.seq[pos].astype(np.int64) * self.m + self.seq[self.nxt[pos]]
-
     def _init_slots(self) -> None:
         pos = np.flatnonzero(~self.blocked[: self.n])
-        ukeys, counts, spos, group = _group(self._keys(pos), pos, self.pos_bits)
+        keys = (self.seq[:-2] * self.m + self.seq[1:-1])[pos] if self.n > 1 else np.zeros(0, np.int64)
+        ukeys, counts, spos, group = _group(keys, pos, self.pos_bits)
         self.slot_of[spos] = group
         self.slot_pair, self.slot_cnt = _Grow(ukeys), _Grow(counts)
-        self.slot_start, self.slot_len = _Grow(np.cumsum(counts) - counts), _Grow(counts)
-        self.posbuf = _Grow(spos.astype(np.int32))
+        self.slot_start, self.slot_len = _Grow(np.cumsum(counts) - counts), _Grow(counts.copy())
+        self.posbuf = _Grow(spos)
         self.cand, self.tau = np.zeros(0, np.int64), 0
 
     def run(self) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
@@ -144,16 +143,17 @@ class MergeEngine:
         p = self._occurrences(slot, a, b)
         seq, nxt, prv, blocked = self.seq, self.nxt, self.prv, self.blocked
         q, left = nxt[p], prv[p]
-        right = nxt[q]
+        right, open_q = nxt[q], ~blocked[q]
         chained = np.zeros(len(p), bool)  # a b a b: the left neighbour of one is the q of the last
         chained[1:] = left[1:] == q[:-1]
         left = left[~chained & ~blocked[left]]
-        gone = np.concatenate([p, q[~blocked[q]], left])
-        np.subtract.at(self.slot_cnt.buf, self.slot_of[gone], 1)
+        np.subtract.at(self.slot_cnt.buf, self.slot_of[np.concatenate([p, q[open_q], left])], 1)
         seq[p], seq[q], nxt[p], prv[right] = new_id, -1, right, p
-        blocked[p] = blocked[q]
-        made = np.concatenate([p[~blocked[p]], left])
-        self._add_block(self._keys(made), made.astype(np.int64))
+        blocked[p] = ~open_q
+        # new pairs: (new_id, token after) at p, (token before, new_id) at its left neighbour
+        made = np.concatenate([p[open_q], left])
+        keys = np.concatenate([new_id * self.m + seq[right[open_q]], seq[left] * self.m + new_id])
+        self._add_block(keys, made)
         self.merges.append((a, b))
 
     def _add_block(self, keys: np.ndarray, pos: np.ndarray) -> None:

@@ -100,7 +100,9 @@ class Tokenizer:
 
     @property
     def fingerprint(self) -> str:
-        h = hashlib.sha256(f"{self.kind}\n{sorted(self.options().items())}\n".encode())
+        # add_eos changes the shards (it is in the spec hash) but not the tokenizer's vocabulary
+        options = sorted((k, v) for k, v in self.options().items() if k != "add_eos")
+        h = hashlib.sha256(f"{self.kind}\n{options}\n".encode())
         for path in self.files():
             h.update(path.name.encode() + b"\n" + path.read_bytes())
         return h.hexdigest()

@@ -27,10 +27,14 @@ from pipeline.tokenizers.image import with_eos
 
 def load_scripted(path: str):
     """The TorchScript module at a path/URL, on CPU; anything else is a SpecError."""
+    import warnings
+
     import torch
     local = local_file(path)
     try:
-        return torch.jit.load(str(local), map_location="cpu").eval(), local
+        with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; it is still the safe format here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(local), map_location="cpu").eval(), local
     except (RuntimeError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError(f"tokenizer.path: {path} is not a TorchScript archive (save the encoder with "
@@ -76,12 +80,12 @@ class TorchScriptTokenizer(Tokenizer):
     def _input(self, sample: Any):
         import torch
         if isinstance(sample, AudioClip):
-            return torch.from_numpy(np.ascontiguousarray(sample.samples, np.float32))[None, None]
+            return torch.from_numpy(np.array(sample.samples, np.float32))[None, None]
         if isinstance(sample, VideoClip):
             frames = np.stack([fit_array(f, self.image_size, self.patch_size) for f in sample.frames])
             return torch.from_numpy(frames).permute(0, 3, 1, 2)[None].float() / 255.0
         pixels = fit_array(np.asarray(sample, np.uint8), self.image_size, self.patch_size)
-        return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float() / 255.0
+        return torch.from_numpy(np.array(pixels, np.uint8)).permute(2, 0, 1)[None].float() / 255.0
 
     def _run(self, sample: Any) -> np.ndarray:
         import torch

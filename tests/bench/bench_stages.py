@@ -3,7 +3,8 @@
 Run from the repository root: `python tests/bench/bench_stages.py [--mb 16] [--merges 1024]`.
 Text: real stdlib .py files, a byte-level BPE (8192) trained here, encoded by tiktoken from the
 same merges (the pipeline's fast engine). Images/video: skimage photos through a numpy patch VQ.
-Numbers are single-threaded; the machine is shared, so compare ratios from one run.
+Times are CPU seconds of this process (time.process_time), single-threaded, so a shared machine
+skews them less than wall time; compare ratios from one run.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def tiktoken_encoding(bpe):
 
 def baseline(enc, files, eos_id: int) -> tuple[pa.Table, float]:
     """Tokenize and build the shard table as the unit does (flat numpy + offsets)."""
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     texts = [t for _, t in files]
     ids = enc.encode_ordinary_batch(texts, num_threads=1)
     lengths = np.array([len(x) + 1 for x in ids], np.int64)
@@ -66,15 +67,15 @@ def baseline(enc, files, eos_id: int) -> tuple[pa.Table, float]:
                       "shape": pa.array([[int(n)] for n in lengths], pa.list_(pa.int32())),
                       "n_bytes": pa.array([len(t.encode()) for t in texts], pa.int64()),
                       "meta": ["{}"] * len(files), "_text": pa.array(texts, pa.large_string())})
-    return table, time.perf_counter() - t0
+    return table, time.process_time() - t0
 
 
 def time_stage(spec, ctx: StageContext, table: pa.Table) -> tuple[float, dict]:
-    """Seconds for one stage on the whole table, and its stats."""
+    """CPU seconds for one stage on the whole table, and its stats."""
     (stage,) = build_stages([spec], ctx)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     stage(table)
-    return time.perf_counter() - t0, stage.stats
+    return time.process_time() - t0, stage.stats
 
 
 def report(label: str, n_tokens: int, n_bytes: int, t_base: float, t_stage: float, stats: dict) -> None:
@@ -119,18 +120,18 @@ def visual_bench() -> None:
     """prune on real photos, temporal on a pan over a real photo; baseline = VQ + Arrow build."""
     photos = skimage_photos()
     codebook = patch_codebook(photos, 512)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     table = grid_table([vq_grid(im, codebook) for im in photos], "image")
-    t_base = time.perf_counter() - t0
+    t_base = time.process_time() - t0
     n = len(pc.list_flatten(table.column("tokens")))
     print(f"image: {len(photos)} skimage photos, {n} tokens; VQ+Arrow baseline {t_base:.3f}s")
     t, stats = time_stage(PruneSpec(kind="prune", keep=0.25), StageContext("image", 512, codebook=codebook), table)
     report("prune keep=0.25", n, sum(im.size for im in photos), t_base, t, stats)  # bytes = RGB pixels
     frames = [_pan(photos[0], k) for k in range(32)]
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     video = np.stack([vq_grid(f, codebook) for f in frames])
     vtable = grid_table([video], "video")
-    t_base = time.perf_counter() - t0
+    t_base = time.process_time() - t0
     print(f"video: 32 frames panning over astronaut, {video.size} tokens; VQ+Arrow baseline {t_base:.3f}s")
     for thr in (0.0, 2.0):
         t, stats = time_stage(TemporalSpec(kind="temporal", threshold=thr),

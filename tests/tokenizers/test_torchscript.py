@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.(script|save)` is deprecated:DeprecationWarning")
+
 from pipeline.decoders.audio import AudioClip
 from pipeline.spec import SpecError, TokenizerSpec
 from pipeline.tokenizers import build_tokenizer
@@ -15,8 +17,6 @@ from tests import media_fixtures as mf
 
 class PatchColourVQ(torch.nn.Module):
     """A VQGAN-shaped toy: 16x16 average colour per patch -> nearest of 8 fixed colours."""
-
-    vocab_size: int
 
     def __init__(self) -> None:
         super().__init__()
