@@ -4,8 +4,9 @@ One process, one corpus of real text and code from this machine (Python sources 
 /usr/share/doc, >= 100 MB by default, written as JSONL under --workdir), a 32k byte-level
 BPE trained by `tokenmill train`. (a) Raw: every engine encodes the documents already in
 memory with as many threads as workers. (b) Pipeline: `run_job` with N workers into
-committed Arrow shards, once per engine; steady-state MB/s is input bytes over the span
-from the first unit's start to the last unit's commit (Ray and actor start-up excluded).
+committed Arrow shards, once per engine; steady-state MB/s is the corpus's text bytes over
+the span from the first unit's start to the last unit's commit (Ray and actor start-up
+excluded). Results: docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -153,8 +154,8 @@ def bench_spec(corpus: Path, tokenizer: Path, out: Path, engine: str, workers: i
         "sink": {"uri": str(out), "formats": ["arrow"]}, "resources": {"workers": workers}})
 
 
-def pipeline_speed(spec, workers: int) -> dict[str, Any]:
-    """Run the job on Ray into a fresh output; steady-state MB/s from the ledger's per-unit times."""
+def pipeline_speed(spec, workers: int, text_bytes: int) -> dict[str, Any]:
+    """Run the job on Ray into a fresh output; steady-state MB/s (of text, as raw) from the ledger's unit times."""
     from pipeline.job import run_job
     from pipeline.ledger import Ledger
     from pipeline.storage import Storage
@@ -168,9 +169,10 @@ def pipeline_speed(spec, workers: int) -> dict[str, Any]:
     peaks = memory.stop({e["run"]["pid"] for e in entries})
     span = max(e["run"]["finished"] for e in entries) - min(e["run"]["started"] for e in entries)
     n_bytes = sum(e["n_bytes"] for e in entries)
-    return {"engine": summary["engine"], "mb_s": n_bytes / span / 1e6, "steady_s": span, "wall_s": wall,
-            "wall_mb_s": n_bytes / wall / 1e6, "n_bytes": n_bytes, "units": len(entries),
-            "n_tokens": summary["run_totals"]["n_tokens"], "failed": len(summary["units_failed"]),
+    return {"engine": summary["engine"], "mb_s": text_bytes / span / 1e6, "steady_s": span, "wall_s": wall,
+            "wall_mb_s": text_bytes / wall / 1e6, "file_mb_s": n_bytes / span / 1e6, "units": len(entries),
+            "n_samples": summary["run_totals"]["n_samples"], "n_tokens": summary["run_totals"]["n_tokens"],
+            "failed": len(summary["units_failed"]),
             "peak_rss_gib": peaks}
 
 
@@ -185,33 +187,46 @@ def probe_choice(tokenizer: Path, docs: list[str], probe_bytes: int = 2 << 20) -
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Every figure of the text benchmark as one dict."""
-    from pipeline import runner
-    from pipeline.unit import BATCH_DOCS
     workdir = Path(args.workdir)
     corpus, tokenizer = prepare(workdir, int(args.min_mb * 1e6), args.vocab_size)
     docs = load_docs(corpus)
     result: dict[str, Any] = {"corpus": {"path": str(corpus), "documents": len(docs),
                                          "bytes": sum(len(d.encode("utf-8")) for d in docs)},
-                              "workers": args.workers, "raw": {}, "pipeline": {}}
-    result["auto"] = probe_choice(tokenizer, docs)
-    reference = None
-    for engine in args.engines:
-        log.info("raw encode: %s, %d threads", engine, args.workers)
+                              "workers": args.workers, "auto": probe_choice(tokenizer, docs)}
+    result["raw"] = raw_all(tokenizer, docs, args.engines, args.workers)
+    del docs
+    result.update(pipeline_all(corpus, tokenizer, workdir, args, result["corpus"]["bytes"]))
+    return result
+
+
+def raw_all(tokenizer: Path, docs: list[str], engines: list[str], threads: int) -> dict[str, Any]:
+    """Raw figures per engine, each checked against hf's ids (hf comes first)."""
+    from pipeline.unit import BATCH_DOCS
+    results, reference = {}, None
+    for engine in engines:
+        log.info("raw encode: %s, %d threads", engine, threads)
         figures, ids = raw_speed(tokenizer, engine, docs, BATCH_DOCS)
         reference = ids if engine == "hf" else reference
         figures["mismatched_docs"] = mismatched_docs(ids, reference) if reference is not None else None
-        result["raw"][engine] = figures
-        del ids
-    del docs, reference
+        results[engine] = figures
+    return results
+
+
+def pipeline_all(corpus: Path, tokenizer: Path, workdir: Path, args: argparse.Namespace, text_bytes: int) -> dict:
+    """Ray start-up time, then one full run per engine on the same local Ray."""
+    from pipeline import runner
     start = time.perf_counter()
     runner.connect(None, args.workers)
-    result["ray_start_s"] = time.perf_counter() - start
-    for engine in args.engines:
-        log.info("pipeline: %s, %d workers", engine, args.workers)
-        spec = bench_spec(corpus, tokenizer, workdir / f"out-{engine}", engine, args.workers, int(args.unit_mb * 2**20))
-        result["pipeline"][engine] = pipeline_speed(spec, args.workers)
-    runner.shutdown()
-    return result
+    out: dict[str, Any] = {"ray_start_s": time.perf_counter() - start, "pipeline": {}}
+    try:
+        for engine in args.engines:
+            log.info("pipeline: %s, %d workers", engine, args.workers)
+            spec = bench_spec(corpus, tokenizer, workdir / f"out-{engine}", engine, args.workers,
+                              int(args.unit_mb * 2**20))
+            out["pipeline"][engine] = pipeline_speed(spec, args.workers, text_bytes)
+    finally:
+        runner.shutdown()
+    return out
 
 
 def format_result(result: dict[str, Any]) -> str:
@@ -250,4 +265,7 @@ def cli_bench(args: argparse.Namespace) -> int:
     print(format_result(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, sort_keys=True))
-    return 0
+    incomplete = [e for e, r in result["pipeline"].items() if r["failed"] or r["n_samples"] != result["corpus"]["documents"]]
+    if incomplete:
+        log.error("pipeline runs that did not commit every document: %s", ", ".join(incomplete))
+    return 1 if incomplete else 0

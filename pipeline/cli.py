@@ -108,12 +108,60 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    """A command implemented in another module, imported only when it runs."""
+    def call(args: argparse.Namespace) -> int:
+        import importlib
+        return getattr(importlib.import_module(module), func)(args)
+    return call
+
+
+def _configure(module: str, func: str) -> Callable[[argparse.ArgumentParser], None]:
+    def configure(p: argparse.ArgumentParser) -> None:
+        import importlib
+        getattr(importlib.import_module(module), func)(p)
+    return configure
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """With --out DIR: write what a sample's tokens decode to; otherwise: where it lives (lineage)."""
+    if args.dest:
+        if not args.sample:
+            raise SpecError("inspect --out needs --sample ID")
+        from pipeline.inspect import cli_inspect
+        return cli_inspect(args)
+    from pipeline.lineage import lineage_cli
+    return lineage_cli(args)
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="dataset folder (sink.uri)")
+    p.add_argument("--sample", help="sample id (the `id` column), or a unique end of one")
+    p.add_argument("--source", help="input URI: which shards hold its samples")
+    p.add_argument("--shard", help="shard name: which inputs produced it")
+    p.add_argument("--out", dest="dest", help="write what the sample decodes to (text, PNG, WAV) into this folder")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--storage-options", default=None, help="fsspec options as JSON")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    formats = p.add_subparsers(dest="export_format", required=True)
+    from pipeline.sinks.megatron import configure_export_parser
+    configure_export_parser(formats.add_parser("megatron", help="Megatron-LM indexed dataset (.bin + .idx)"))
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "validate": (cmd_validate, "check a job spec"),
     "plan": (cmd_plan, "list inputs and print the work units"),
     "run": (cmd_run, "run a job (embedded local Ray unless --address)"),
     "status": (cmd_status, "show a dataset's (or a running job's) progress"),
     "train": (cmd_train, "learn a tokenizer from a corpus"),
+    "submit": (_lazy("pipeline.submit", "cli_submit"), "submit a job to a Ray cluster through the Ray Jobs API"),
+    "inspect": (cmd_inspect, "find a sample's shard and input, or decode its tokens to files"),
+    "report": (_lazy("pipeline.report", "cli_report"), "write OUT/report.html (statistics and plots)"),
+    "stats": (_lazy("pipeline.report", "cli_stats"), "print the dataset statistics (--json for scripts)"),
+    "export": (_lazy("pipeline.sinks.megatron", "cli_export"), "export a dataset for other trainers"),
+    "bench": (_lazy("pipeline.bench", "cli_bench"), "measure engine and pipeline throughput"),
 }
 
 
@@ -162,6 +210,12 @@ CONFIGURE: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "run": _run_args,
     "status": _status_args,
     "train": _train_args,
+    "submit": _configure("pipeline.submit", "configure_submit_parser"),
+    "inspect": _inspect_args,
+    "report": _configure("pipeline.report", "configure_report_parser"),
+    "stats": _configure("pipeline.report", "configure_stats_parser"),
+    "export": _export_args,
+    "bench": _configure("pipeline.bench", "configure_bench_parser"),
 }
 
 

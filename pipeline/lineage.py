@@ -43,6 +43,18 @@ def candidates(ds: Dataset, sample_id: str) -> list[tuple[dict, dict]]:
     return sorted(found, key=lambda ei: (not _offset_in_range(sample_id, ei[1]), -len(ei[1]["uri"])))
 
 
+def resolve_id(ds: Dataset, sample_id: str) -> str:
+    """The full id for an id or a unique end of one (`json/decoder.py`), from the ledger's inputs."""
+    uris = {i.get("uri", "") for e in ds.ledger for i in e.get("inputs", [])}
+    if any(_id_matches(sample_id, u) for u in uris):
+        return sample_id
+    cuts = [k for k, ch in enumerate(sample_id) if ch in ID_SEPARATORS] + [len(sample_id)]
+    full = {u + sample_id[k:] for u in uris for k in cuts if k and u.endswith(sample_id[:k])}
+    if len(full) > 1:
+        raise NotFound(f"{sample_id!r} is the end of {len(full)} sample ids, e.g. {sorted(full)[:3]}; give more of it")
+    return full.pop() if full else sample_id
+
+
 def _shard_file(entry: dict) -> tuple[str, str]:
     files = entry.get("files", {})
     for fmt in READ_ORDER:
@@ -56,8 +68,9 @@ def _indexed(ds: Dataset) -> set[str]:
 
 
 def find_sample(out_dir: str, sample_id: str, *, storage_options: dict | None = None) -> dict:
-    """Shard, row, unit and input of one sample, reading only the candidate shards' id column."""
+    """Shard, row, unit and input of one sample (full id or a unique end of one), reading one shard's ids."""
     ds = open_dataset(out_dir, storage_options)
+    sample_id = resolve_id(ds, sample_id)
     pairs = candidates(ds, sample_id)
     for n_read, (entry, inp) in enumerate(pairs, start=1):
         fmt, path = _shard_file(entry)

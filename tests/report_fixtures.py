@@ -258,7 +258,8 @@ def _write_ledger(out, uid, name, fingerprint, inputs, files, counts, started) -
     finished = time.time()
     entry = {"version": 1, "unit": uid, "fingerprint": hashlib.sha256(uid.encode()).hexdigest()[:16],
              "shard": name, "spec_hash": "fixture", "tokenizer_fingerprint": fingerprint,
-             "inputs": [{"uri": str(i["path"]), "size": i["path"].stat().st_size, "mtime": str(i["path"].stat().st_mtime),
+             "inputs": [{"uri": str(i["path"]), "size": i["path"].stat().st_size,
+                         "mtime": str(i["path"].stat().st_mtime),
                          "etag": None, "start": i["start"], "end": i["end"]} for i in inputs],
              "files": files, **counts, "stage_stats": {},
              "run": {"host": socket.gethostname(), "pid": os.getpid(), "started": started, "finished": finished,

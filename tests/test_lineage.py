@@ -103,3 +103,14 @@ def test_cli(files, capsys):
     args = argparse.Namespace(out=str(files.out), sample="/nowhere/x", source=None)
     assert lineage_cli(args) == 1
     assert "not in" in capsys.readouterr().err
+
+
+def test_a_unique_end_of_an_id_is_enough(files, lines):
+    s = next(s for s in files.samples if s["source"].endswith("/json/decoder.py"))
+    assert find_sample(str(files.out), "json/decoder.py")["sample"] == s["id"]
+    with pytest.raises(NotFound, match="give more of it"):
+        find_sample(str(files.out), "__init__.py")
+    line = lines.samples[5]
+    tail = line["id"].split("/corpus/", 1)[1]
+    got = find_sample(str(lines.out), tail)
+    assert (got["sample"], got["shard"]) == (line["id"], line["shard"])

@@ -103,3 +103,21 @@ def test_cli_on_a_non_dataset_fails_with_a_message(tmp_path, capsys):
     assert cli_stats(parse(configure_stats_parser, [str(tmp_path), "--json"])) == 2
     err = capsys.readouterr().err
     assert err.count("not a tokenmill dataset") == 2
+
+
+def test_dataset_on_s3(plain, s3_server):
+    import s3fs
+
+    from pipeline.lineage import find_sample
+    options = {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}
+    fs = s3fs.S3FileSystem(**options)
+    fs.mkdir("report-ds")
+    fs.put(str(plain.out), "report-ds/out", recursive=True)
+    local = compute_stats(str(plain.out))
+    remote = compute_stats("s3://report-ds/out", storage_options=options)
+    for key in ("totals", "groups", "lengths", "vocab", "errors", "throughput"):
+        assert remote[key] == local[key], key
+    assert write_report("s3://report-ds/out", storage_options=options) == "s3://report-ds/out/report.html"
+    assert b"tokenmill report" in fs.cat("report-ds/out/report.html")
+    sample = plain.samples[-1]
+    assert find_sample("s3://report-ds/out", sample["id"], storage_options=options)["shard"] == sample["shard"]

@@ -218,7 +218,8 @@ def test_batch_scope_dynamic_vocabularies(plain):
 
 @pytest.mark.parametrize("reason, kind", [
     ("invalid UTF-8 at byte 431: b'\\xf0\\xc9'", "invalid UTF-8 at byte N"),
-    ("image claims 100x200 = 20,000 pixels, over limits.max_pixels", "image claims NxN = N pixels, over limits.max_pixels"),
+    ("image claims 100x200 = 20,000 pixels, over limits.max_pixels",
+     "image claims NxN = N pixels, over limits.max_pixels"),
     ("no video stream (streams: audio)", "no video stream"),
     ("", "(no reason)"),
 ])

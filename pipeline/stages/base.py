@@ -179,13 +179,12 @@ def _code_points(data: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 def word_internal(layout: TextLayout, offsets: np.ndarray) -> np.ndarray:
     """Per token: True where the boundary after it lies inside one word or punctuation run."""
-    n = len(layout.tok_end)
     end = layout.tok_end
     row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     inside = (end > layout.doc_start[row]) & (end < layout.doc_start[row + 1])
-    cls = layout.classes
-    left = cls[np.clip(end - 1, 0, max(len(cls) - 1, 0))] if len(cls) else np.zeros(n, np.uint8)
-    right = cls[np.clip(end, 0, max(len(cls) - 1, 0))] if len(cls) else np.zeros(n, np.uint8)
+    # `inside` guarantees 0 < end < len(classes) wherever it is True; clip only keeps indices valid
+    cls = np.append(layout.classes, SPACE)
+    left, right = cls[np.clip(end - 1, 0, len(cls) - 1)], cls[np.clip(end, 0, len(cls) - 1)]
     return inside & (left == right) & (left != SPACE) & layout.aligned[row]
 
 

@@ -63,7 +63,8 @@ class MergeEngine:
 
     Picks the pair with the highest count (all occurrences, overlapping ones included), ties to
     the smallest (left, right) pair; applies it left to right without overlaps. Tokens live in a
-    linked list (merged-away positions get id -1); every pair position knows its count slot.
+    linked list (merged-away positions get id -1); `slot_of[i]` is the count slot of the pair
+    starting at position i, or -1 where no pair may start (blocked), so one lookup serves both.
     """
 
     def __init__(self, seq: np.ndarray, blocked: np.ndarray, base: int, max_merges: int, min_count: int) -> None:
@@ -77,17 +78,19 @@ class MergeEngine:
         self.nxt[n] = n
         self.prv = np.arange(-1, n, dtype=np.intp)
         self.prv[0] = n
-        self.blocked = np.append(blocked.astype(bool), True)
-        if n:
-            self.blocked[n - 1] = True
-        self.slot_of = np.zeros(n + 1, dtype=np.int64)
+        self.slot_of = np.full(n + 1, -1, dtype=np.int64)
         self.merges: list[tuple[int, int]] = []
-        self._init_slots()
+        self._init_slots(blocked[: max(n - 1, 0)])
 
-    def _init_slots(self) -> None:
-        pos = np.flatnonzero(~self.blocked[: self.n])
-        keys = (self.seq[:-2] * self.m + self.seq[1:-1])[pos] if self.n > 1 else np.zeros(0, np.int64)
-        ukeys, counts, spos, group = _group(keys, pos, self.pos_bits)
+    def _init_slots(self, blocked: np.ndarray) -> None:
+        """Every pair position sorted by (pair, position) once; blocked ones sort last and are cut."""
+        n1, wall = len(blocked), self.m * self.m
+        keys = self.seq[:n1] * self.m + self.seq[1: n1 + 1]
+        keys[blocked] = wall
+        ukeys, counts, spos, group = _group(keys, np.arange(n1), self.pos_bits)
+        if len(ukeys) and ukeys[-1] == wall:
+            ukeys, counts = ukeys[:-1], counts[:-1]
+            spos, group = spos[: n1 - int(blocked.sum())], group[: n1 - int(blocked.sum())]
         self.slot_of[spos] = group
         self.slot_pair, self.slot_cnt = _Grow(ukeys), _Grow(counts)
         self.slot_start, self.slot_len = _Grow(np.cumsum(counts) - counts), _Grow(counts.copy())
@@ -124,33 +127,38 @@ class MergeEngine:
         self.cand = np.flatnonzero(live >= self.tau)
         return self._best()
 
-    def _occurrences(self, slot: int, a: int, b: int) -> np.ndarray:
-        """Current, non-overlapping positions of the pair (a, b), left to right."""
+    def _occurrences(self, slot: int, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Current, non-overlapping positions p of the pair (a, b), left to right, and q = next(p)."""
         start = self.slot_start.buf[slot]
         pos = self.posbuf.buf[start: start + self.slot_len.buf[slot]]
-        pos = pos[(self.seq[pos] == a) & (self.seq[self.nxt[pos]] == b)]  # drop stale entries
+        pos = pos[self.seq[pos] == a]  # drop stale entries: either side may have changed
+        q = self.nxt[pos]
+        ok = self.seq[q] == b
+        pos, q = pos[ok], q[ok]
         if a == b and len(pos) > 1:  # runs like a a a: merge the 1st, 3rd, ... pair of each run
             link = np.zeros(len(pos), bool)
-            link[1:] = self.nxt[pos[:-1]] == pos[1:]
+            link[1:] = q[:-1] == pos[1:]
             run_start = np.flatnonzero(~link)
-            k = np.arange(len(pos)) - run_start[np.cumsum(~link) - 1]
-            pos = pos[k % 2 == 0]
-        return pos
+            even = (np.arange(len(pos)) - run_start[np.cumsum(~link) - 1]) % 2 == 0
+            pos, q = pos[even], q[even]
+        return pos, q
 
     def _merge(self, slot: int, new_id: int) -> None:
         """Replace (a, b) by new_id; the pairs at p, at its left neighbour and at q change."""
         a, b = divmod(int(self.slot_pair.buf[slot]), self.m)
-        p = self._occurrences(slot, a, b)
-        seq, nxt, prv, blocked = self.seq, self.nxt, self.prv, self.blocked
-        q, left = nxt[p], prv[p]
-        right, open_q = nxt[q], ~blocked[q]
+        p, q = self._occurrences(slot, a, b)
+        seq, nxt, prv, slot_of, cnt = self.seq, self.nxt, self.prv, self.slot_of, self.slot_cnt.buf
+        left, right = prv[p], nxt[q]
+        q_slot, left_slot = slot_of[q], slot_of[left]
         chained = np.zeros(len(p), bool)  # a b a b: the left neighbour of one is the q of the last
         chained[1:] = left[1:] == q[:-1]
-        left = left[~chained & ~blocked[left]]
-        np.subtract.at(self.slot_cnt.buf, self.slot_of[np.concatenate([p, q[open_q], left])], 1)
+        open_q, open_left = q_slot >= 0, ~chained & (left_slot >= 0)
+        cnt[slot] -= len(p)  # every p held this pair; overlapping ones (a a a) sit at some q
+        np.subtract.at(cnt, np.concatenate([q_slot[open_q], left_slot[open_left]]), 1)
         seq[p], seq[q], nxt[p], prv[right] = new_id, -1, right, p
-        blocked[p] = ~open_q
+        slot_of[p[~open_q]] = -1  # q's right edge was blocked, so the merged token's is
         # new pairs: (new_id, token after) at p, (token before, new_id) at its left neighbour
+        left = left[open_left]
         made = np.concatenate([p[open_q], left])
         keys = np.concatenate([new_id * self.m + seq[right[open_q]], seq[left] * self.m + new_id])
         self._add_block(keys, made)
@@ -183,17 +191,20 @@ class DynamicMerge(Stage):
             raise ValueError(f"{self.name}: token id {int(tokens.max())} is not below the base "
                              f"vocabulary size {self.ctx.base_vocab_size}")
         blocked = self._blocked(table, tokens, offsets)
-        out, keep, groups = tokens.astype(np.int64), np.ones(len(tokens), bool), []
+        dtype = dynamic_token_dtype(self.ctx.base_vocab_size, self.spec.max_merges)
+        values, keep, groups = [np.zeros(0, dtype)], [np.zeros(0, bool)], []
         for r0, r1 in self._row_groups(table.num_rows):
             t0, t1 = offsets[r0], offsets[r1]
             engine = MergeEngine(tokens[t0:t1], blocked[t0:t1], self.ctx.base_vocab_size,
                                  self.spec.max_merges, self.spec.min_count)
-            out[t0:t1], keep[t0:t1], merges = engine.run()
+            ids, alive, merges = engine.run()
+            values.append(ids[alive].astype(dtype))
+            keep.append(alive)
             groups.append({"rows": [r0, r1], "merges": [list(m) for m in merges]})
-        kept = np.concatenate([[0], np.cumsum(keep)])
-        dtype = dynamic_token_dtype(self.ctx.base_vocab_size, self.spec.max_merges)
-        column = list_array(out[keep].astype(dtype), kept[offsets], pa.from_numpy_dtype(np.dtype(dtype)))
-        self._record(len(tokens), int(kept[-1]), groups)
+        merged_away = np.flatnonzero(~np.concatenate(keep))
+        new_offsets = offsets - np.searchsorted(merged_away, offsets)
+        column = list_array(np.concatenate(values), new_offsets, pa.from_numpy_dtype(np.dtype(dtype)))
+        self._record(len(tokens), int(new_offsets[-1]), groups)
         return _with_vocab(table.set_column(table.schema.get_field_index("tokens"), "tokens", column),
                            self._vocab(groups))
 

@@ -56,13 +56,13 @@ def k_center(codebook: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
     order = np.argsort(first)  # distinct codes by first appearance: argmax ties pick the earliest
     codes, first = codes[order], first[order]
     emb = codebook[codes].astype(np.float64)
-    centroid = codebook[ids].astype(np.float64).mean(axis=0)
-    score = np.linalg.norm(emb - centroid, axis=1)
+    sq = (emb ** 2).sum(axis=1)
+    score = np.linalg.norm(emb - codebook[ids].astype(np.float64).mean(axis=0), axis=1)
     chosen = []
     for _ in range(min(k, len(codes))):
         c = int(np.argmax(score))
         chosen.append(c)
-        dist = np.linalg.norm(emb - emb[c], axis=1)
+        dist = np.sqrt(np.maximum(sq - 2 * (emb @ emb[c]) + sq[c], 0))  # one row: memory stays O(U)
         score = dist if len(chosen) == 1 else np.minimum(score, dist)
         score[chosen] = -1.0
     picked = first[chosen]

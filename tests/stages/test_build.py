@@ -51,3 +51,17 @@ def test_token_dtype_is_decided_by_the_spec():
     assert stage_token_dtype(8192, [DynamicSpec(kind="dynamic", max_merges=57344)]) == "uint16"
     assert stage_token_dtype(8192, [DynamicSpec(kind="dynamic", max_merges=57345)]) == "uint32"
     assert stage_token_dtype(8192, [PruneSpec(kind="prune"), SpansSpec(kind="spans")]) == "uint16"
+
+
+def test_every_stage_takes_an_empty_shard():
+    import numpy as np
+    from tests.stages.helpers import make_table
+    codebook = np.eye(4, dtype=np.float32)
+    cases = [(DynamicSpec(kind="dynamic", within_words=True), "code"), (SpansSpec(kind="spans"), "code"),
+             (PruneSpec(kind="prune"), "image"), (TemporalSpec(kind="temporal"), "video")]
+    for spec, modality in cases:
+        ctx = StageContext(modality, 4, eos_id=None, token_bytes=[b"a", b"b", b"c", b"d"], codebook=codebook)
+        (stage,) = build_stages([spec], ctx)
+        table = make_table([], [] if modality == "code" else None, modality=modality)
+        out = stage(table)
+        assert out.num_rows == 0 and stage.stats, spec.kind

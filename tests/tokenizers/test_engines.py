@@ -50,26 +50,33 @@ def per_doc(batch: TokenBatch) -> list[np.ndarray]:
     return [batch.values[batch.offsets[i]:batch.offsets[i + 1]] for i in range(len(batch))]
 
 
-def test_tiktoken_and_gigatoken_ids_equal_hf(tokenizer_json: Path, docs: list[str]) -> None:
+def needs(engine: str) -> None:
+    if engine == "gigatoken":
+        pytest.importorskip("gigatoken", reason="gigatoken is the optional extra `fast`")
+
+
+@pytest.mark.parametrize("engine", FAST_ENGINES)
+def test_fast_engine_ids_equal_hf(engine: str, tokenizer_json: Path, docs: list[str]) -> None:
+    needs(engine)
     reference = per_doc(HFTokenizer(str(tokenizer_json), engine="hf").encode_batch(docs))
     assert len(reference) == len(docs) > 100 and sum(map(len, reference)) > 100_000
-    for engine in FAST_ENGINES:
-        tok = HFTokenizer(str(tokenizer_json), engine=engine)
-        got = per_doc(tok.encode_batch(docs))
-        bad = [i for i, (a, b) in enumerate(zip(got, reference)) if not np.array_equal(a, b)]
-        assert bad == [], f"{engine} differs from hf on documents {bad[:5]}"
-        # decode drops EOS ids, so documents that spell out the EOS token do not round-trip
-        plain = [(ids, text) for ids, text in zip(got, docs) if "<|endoftext|>" not in text]
-        assert len(plain) > 100 and all(tok.decode(ids) == text for ids, text in plain)
+    tok = HFTokenizer(str(tokenizer_json), engine=engine)
+    got = per_doc(tok.encode_batch(docs))
+    bad = [i for i, (a, b) in enumerate(zip(got, reference)) if not np.array_equal(a, b)]
+    assert bad == [], f"{engine} differs from hf on documents {bad[:5]}"
+    # decode drops EOS ids, so documents that spell out the EOS token do not round-trip
+    plain = [(ids, text) for ids, text in zip(got, docs) if "<|endoftext|>" not in text]
+    assert len(plain) > 100 and all(tok.decode(ids) == text for ids, text in plain)
 
 
-def test_every_document_ends_with_one_eos(tokenizer_json: Path, docs: list[str]) -> None:
-    for engine in ("hf", *FAST_ENGINES):
-        tok = HFTokenizer(str(tokenizer_json), engine=engine)
-        batch = tok.encode_batch(docs[:50])
-        assert len(batch) == 50 and batch.values.dtype == np.uint32
-        assert (batch.values[batch.offsets[1:] - 1] == tok.eos_id).all()
-        assert int((batch.values == tok.eos_id).sum()) == 50
+@pytest.mark.parametrize("engine", ("hf", *FAST_ENGINES))
+def test_every_document_ends_with_one_eos(engine: str, tokenizer_json: Path, docs: list[str]) -> None:
+    needs(engine)
+    tok = HFTokenizer(str(tokenizer_json), engine=engine)
+    batch = tok.encode_batch(docs[:50])
+    assert len(batch) == 50 and batch.values.dtype == np.uint32
+    assert (batch.values[batch.offsets[1:] - 1] == tok.eos_id).all()
+    assert int((batch.values == tok.eos_id).sum()) == 50
 
 
 def test_flat_batches_agree_with_lists() -> None:
@@ -137,3 +144,15 @@ def test_unavailable_engine_is_reported_not_raised(tokenizer_json: Path, tmp_pat
     results = measure_engines(TokenizerSpec(kind="hf", path=str(path)), ["café", "x = 1"], ("tiktoken", "hf"))
     assert results["tiktoken"]["available"] is False and "tiktoken" in results["tiktoken"]["why"]
     assert results["hf"]["exact"] is True
+
+
+def test_gigatoken_batches_read_zero_copy_even_when_sliced(tokenizer_json: Path, docs: list[str]) -> None:
+    needs("gigatoken")
+    from pipeline.tokenizers.gigatoken_engine import flat_arrays, gigatoken_engine
+    encode, flatten = gigatoken_engine(tokenizer_json)
+    awkward_batch = encode(docs[:5])
+    whole = flatten(awkward_batch, None)
+    values, offsets = flat_arrays(awkward_batch[2:])  # a view whose offsets do not start at 0
+    assert offsets[0] == 0 and len(offsets) == 4 and offsets[-1] > 0
+    assert np.array_equal(values, whole.values[whole.offsets[2]:])
+    assert np.shares_memory(flat_arrays(awkward_batch)[0], np.asarray(awkward_batch.layout.content.data))

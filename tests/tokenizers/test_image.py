@@ -81,4 +81,10 @@ def test_fingerprint_follows_the_codebook(codebook, tmp_path):
     assert [p.name for p in tok.files()] == ["image.safetensors", "image.json"]
     assert tok.fingerprint == build_tokenizer(TokenizerSpec(kind="image-vq", path=str(codebook))).fingerprint
     no_eos = build_tokenizer(TokenizerSpec(kind="image-vq", path=str(codebook), add_eos=False))
-    assert no_eos.fingerprint != tok.fingerprint and no_eos.eos_id is None
+    assert no_eos.eos_id is None and no_eos.vocab_size == tok.vocab_size - 1
+    import shutil
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(codebook.with_suffix(suffix), tmp_path / f"image{suffix}")
+    (tmp_path / "image.json").write_text(codebook.with_suffix(".json").read_text().replace('"seed": 0', '"seed": 1'))
+    other = build_tokenizer(TokenizerSpec(kind="image-vq", path=str(tmp_path / "image.safetensors")))
+    assert other.fingerprint != tok.fingerprint
