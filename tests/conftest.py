@@ -2,27 +2,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.tm_testing import copy_stdlib, free_port
+
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-STDLIB = Path(sysconfig.get_paths()["stdlib"])
-REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -34,16 +25,6 @@ def ray_address():
     assert address.startswith("127.0.0.1:"), address
     yield address
     ray.shutdown()
-
-
-def run_cli(*args: str, address: str | None = None, cwd: Path | None = None, env: dict | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real `tokenmill` CLI in a subprocess (joining the session's Ray when given)."""
-    cmd = [sys.executable, "-m", "pipeline.cli", *args]
-    if address and args and args[0] in ("run",):
-        cmd += ["--address", address]
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -76,21 +57,6 @@ def s3_env(s3_server, monkeypatch):
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     return env
-
-
-def copy_stdlib(dest: Path, packages: tuple[str, ...], limit: int | None = None) -> list[Path]:
-    """Copy real .py files of some stdlib packages into dest (flat names kept unique)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    out = []
-    for package in packages:
-        for src in sorted((STDLIB / package).rglob("*.py")):
-            target = dest / package / src.relative_to(STDLIB / package)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, target)
-            out.append(target)
-            if limit and len(out) >= limit:
-                return out
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from conftest import STDLIB, copy_stdlib, run_cli
+from tests.tm_testing import STDLIB, copy_stdlib, run_cli
 from pipeline.tokenizers.text import HFTokenizer
 
 JOB = """name: code-accept

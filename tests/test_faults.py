@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from conftest import copy_stdlib, run_cli
+from tests.tm_testing import copy_stdlib, run_cli
 
 JOB = """name: faults
 source: {{uri: {corpus}, format: files, modality: code, unit_bytes: 60KiB}}

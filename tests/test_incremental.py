@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STDLIB, copy_stdlib, run_cli
+from tests.tm_testing import STDLIB, copy_stdlib, run_cli
 from pipeline.lock import LOCK
 
 JOB = """name: nightly

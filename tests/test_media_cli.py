@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli
+from tests.tm_testing import run_cli
 from tests import media_fixtures as mf
 
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import s3fs
 
-from conftest import STDLIB, run_cli
+from tests.tm_testing import STDLIB, run_cli
 from pipeline.tokenizers.text import HFTokenizer
 
 SECRET = "s3cr3t-do-not-log-4711"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, copy_stdlib, free_port, run_cli
+from tests.tm_testing import REPO, copy_stdlib, free_port, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.spec import DynamicSpec
-from pipeline.stages.base import Stage, flat_tokens, list_array, text_layout, token_dtype, word_internal
+from pipeline.stages.base import Stage, flat_tokens, list_array, put_column, text_layout, token_dtype, word_internal
 
 VOCAB_KEY = b"tokenmill.dynamic_vocab"
 VOCAB_VERSION = 1
@@ -205,8 +205,7 @@ class DynamicMerge(Stage):
         new_offsets = offsets - np.searchsorted(merged_away, offsets)
         column = list_array(np.concatenate(values), new_offsets, pa.from_numpy_dtype(np.dtype(dtype)))
         self._record(len(tokens), int(new_offsets[-1]), groups)
-        return _with_vocab(table.set_column(table.schema.get_field_index("tokens"), "tokens", column),
-                           self._vocab(groups))
+        return _with_vocab(put_column(table, "tokens", column), self._vocab(groups))
 
     def _row_groups(self, n_rows: int) -> list[tuple[int, int]]:
         if self.spec.scope == "shard":
@@ -328,5 +327,4 @@ def expand_table(table: pa.Table) -> pa.Table:
     values = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     column = list_array(values.astype(dtype), np.concatenate(new_offsets), pa.from_numpy_dtype(np.dtype(dtype)))
     meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != VOCAB_KEY}
-    out = table.set_column(table.schema.get_field_index("tokens"), "tokens", column)
-    return out.replace_schema_metadata(meta)
+    return put_column(table, "tokens", column).replace_schema_metadata(meta)

@@ -18,7 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.spec import SpansSpec
-from pipeline.stages.base import WORD, Stage, TextLayout, flat_tokens, put_column, span_array, text_layout, tokens_covering
+from pipeline.stages.base import (TEXT_COLUMN, WORD, Stage, TextLayout, flat_tokens, put_column, span_array,
+                                  text_layout, tokens_covering)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class MergeSpans(Stage):
 
     def _identifier_ranges(self, table: pa.Table, layout: TextLayout) -> tuple[np.ndarray, np.ndarray]:
         """Byte ranges of identifiers, document by document (Python tokenize or the regex lexer)."""
-        texts = table.column("_text").to_pylist()
+        texts = table.column(TEXT_COLUMN).to_pylist()
         sources = table.column("source").to_pylist() if "source" in table.column_names else [""] * len(texts)
         starts, ends = [], []
         self._fallbacks = {"python_docs": 0, "python_fallback_to_regex": 0}

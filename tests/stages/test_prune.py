@@ -12,7 +12,8 @@ from tests.stages.helpers import make_table, patch_codebook, rows, skimage_photo
 
 
 def prune(table, codebook, keep, modality="image"):
-    (stage,) = build_stages([PruneSpec(kind="prune", keep=keep)], StageContext(modality, len(codebook), codebook=codebook))
+    ctx = StageContext(modality, len(codebook), codebook=codebook)
+    (stage,) = build_stages([PruneSpec(kind="prune", keep=keep)], ctx)
     return stage(table), stage
 
 

@@ -1,0 +1,44 @@
+"""Helpers shared by the tests: real stdlib paths, free ports, the real CLI in a subprocess."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, address: str | None = None, cwd: Path | None = None, env: dict | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real `tokenmill` CLI in a subprocess (joining the session's Ray when given)."""
+    cmd = [sys.executable, "-m", "pipeline.cli", *args]
+    if address and args and args[0] in ("run",):
+        cmd += ["--address", address]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def copy_stdlib(dest: Path, packages: tuple[str, ...], limit: int | None = None) -> list[Path]:
+    """Copy real .py files of some stdlib packages into dest (flat names kept unique)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for package in packages:
+        for src in sorted((STDLIB / package).rglob("*.py")):
+            target = dest / package / src.relative_to(STDLIB / package)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+            out.append(target)
+            if limit and len(out) >= limit:
+                return out
+    return out
