@@ -73,10 +73,21 @@ def print_summary(summary: dict[str, Any], report_path: str | None = None) -> No
           f"{r['n_errors']} quarantined, {r['mb_s']} MB/s, {summary['seconds']} s, engine {summary['engine']}")
     print(f"  dataset: {t['n_shards']} shards, {t['n_samples']:,} samples, {t['n_tokens']:,} tokens, "
           f"{t['n_bytes']:,} bytes, {t['n_errors']} quarantined")
+    for stage, stats in r.get("stages", {}).items():
+        print(f"  stage {stage}: " + ", ".join(f"{k} {v:,}" for k, v in stats.items())
+              + _reduction(stats))
+    reason = summary.get("engine_report", {}).get("reason")
+    if reason:
+        print(f"  engine: {summary['engine']}: {reason}")
     for unit_id, message in sorted(summary["units_failed"].items()):
         print(f"  FAILED {unit_id}: {message}")
     if report_path:
         print(f"  report: {report_path}")
+
+
+def _reduction(stats: dict[str, Any]) -> str:
+    before, after = stats.get("tokens_before"), stats.get("tokens_after")
+    return f" (sequences {1 - after / before:.1%} shorter)" if before and after is not None else ""
 
 
 def cmd_status(args: argparse.Namespace) -> int:

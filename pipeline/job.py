@@ -149,7 +149,20 @@ def _run_totals(entries: list[dict[str, Any]], seconds: float) -> dict[str, Any]
     n_bytes = sum(e["n_bytes"] for e in entries)
     return {"n_samples": sum(e["n_samples"] for e in entries), "n_tokens": sum(e["n_tokens"] for e in entries),
             "n_bytes": n_bytes, "n_errors": sum(e["n_errors"] for e in entries),
-            "mb_s": round(n_bytes / max(seconds, 1e-9) / 1e6, 3)}
+            "mb_s": round(n_bytes / max(seconds, 1e-9) / 1e6, 3), "stages": _stage_totals(entries)}
+
+
+def _stage_totals(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per stage: integer counters summed over the run's units (e.g. tokens_before/after), plus units."""
+    totals: dict[str, dict[str, float]] = {}
+    for entry in entries:
+        for stage, stats in entry.get("stage_stats", {}).items():
+            acc = totals.setdefault(stage, {"units": 0})
+            acc["units"] += 1
+            for key, value in stats.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    acc[key] = acc.get(key, 0) + value
+    return totals
 
 
 def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, address, num_cpus, show_progress):

@@ -34,6 +34,13 @@ BATCH_DOCS = 1024          # documents per engine call: large batches amortise t
 BATCH_BYTES = 4 << 20      # ... or 4 MiB of input, whichever comes first
 
 
+def source_extension(record: RawRecord) -> str:
+    """The original member's extension (jpg, wav, py), for keep_source; `bin` when there is none."""
+    name = (record.member or record.id).rsplit("/", 1)[-1]
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return ext if ext.isalnum() and len(ext) <= 8 else "bin"
+
+
 def output_dtype(spec: JobSpec, tokenizer: Tokenizer) -> str:
     """Token dtype of every shard of the job, fixed at spec time."""
     if spec.stages:
@@ -74,8 +81,8 @@ class UnitProcessor:
         for stage in self.stages:
             table = stage(table)
             stage_stats[stage.name] = stage.stats
-        table = public_columns(table)
         files = self.write_shards(unit, table)
+        table = public_columns(table)
         if errors:
             self.write_errors(unit, errors)
         entry = self.ledger_entry(unit, table, files, len(errors), stage_stats, started, attempt)
@@ -107,8 +114,12 @@ class UnitProcessor:
                 pending, pending_bytes = [], 0
         self._encode(pending, rows, texts, batches, errors)
         batch = TokenBatch.concat(batches)
+        rows["extra"] = {}
         if self.spec.stages and self.spec.source.modality in TEXT_MODALITIES:
-            rows["extra"] = {"_text": pa.array(texts, pa.large_string())}
+            rows["extra"]["_text"] = pa.array(texts, pa.large_string())
+        if self.spec.sink.keep_source:
+            rows["extra"]["_source"] = pa.array(rows.pop("_source"), pa.large_binary())
+            rows["extra"]["_source_ext"] = pa.array(rows.pop("_source_ext"), pa.string())
         return build_table(rows, batch, self.dtype, self.metadata, batch.shapes), errors
 
     def _quarantine(self, errors: list[Quarantined], item: Quarantined) -> None:
@@ -142,13 +153,18 @@ class UnitProcessor:
             rows["meta"].append(record.meta)
             if isinstance(payload, str):
                 texts.append(payload)
+            if self.spec.sink.keep_source:
+                data = record.data.encode("utf-8") if isinstance(record.data, str) else record.data
+                rows.setdefault("_source", []).append(data)
+                rows.setdefault("_source_ext", []).append(source_extension(record))
 
     def write_shards(self, unit: WorkUnit, table: pa.Table) -> dict[str, dict[str, Any]]:
         """Each format's file, written atomically; returns path, size and sha256 per format."""
         files = {}
+        public = public_columns(table)
         for fmt in self.spec.sink.formats:
             ext, to_bytes = writer_for(fmt)
-            data = to_bytes(table)
+            data = to_bytes(table if fmt == "webdataset" else public)  # the tar may carry the source member
             path = f"{SHARD_DIR}/{unit.shard_name}{ext}"
             self.storage.write_atomic(path, data)
             files[fmt] = {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}

@@ -26,7 +26,11 @@ def head(tmp_path_factory):
     proc = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
                              "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
                              f"--dashboard-port={dash}", "--include-dashboard=true", f"--temp-dir={temp}",
-                             "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             "--disable-usage-stats",
+                             # another Ray (the session's) may hold the default agent ports: pick free ones
+                             *(f"--{name}={free_port()}" for name in (
+                                 "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+                                 "metrics-export-port", "ray-client-server-port"))], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 90

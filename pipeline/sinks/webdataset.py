@@ -1,6 +1,7 @@
 """WebDataset tar shards: `<key>.tokens.npy` + `<key>.json` per sample, fixed tar headers.
 
 Keys are `s` + the row index (never a dot or slash); the full id is in the json member.
+With `sink.keep_source: true` the original bytes follow as `<key>.<original extension>`.
 Headers carry mtime 0, uid/gid 0 and empty names, so equal samples give equal bytes.
 """
 from __future__ import annotations
@@ -52,10 +53,16 @@ def tar_bytes(table: pa.Table) -> bytes:
     values = tokens.values.to_numpy(zero_copy_only=False)
     offsets = tokens.offsets.to_numpy()
     jsons = _sample_jsons(table)
+    keep = "_source" in table.column_names  # sink.keep_source: the original member travels along
+    sources = table.column("_source").to_pylist() if keep else None
+    exts = table.column("_source_ext").to_pylist() if keep else None
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for row in range(table.num_rows):
             key = sample_key(row)
             _add(tar, f"{key}.json", jsons[row])
             _add(tar, f"{key}.tokens.npy", _npy(values[offsets[row]:offsets[row + 1]]))
+            if sources is not None:
+                ext = exts[row] if exts[row] not in ("json", "npy") else f"source.{exts[row]}"
+                _add(tar, f"{key}.{ext}", sources[row])
     return buf.getvalue()
