@@ -185,8 +185,17 @@ def test_runs_split_by_idle_gaps(plain, tmp_path):
     assert th["latest"]["n_units"] == len(entries) - len(entries) // 2
 
 
-def test_local_scheduler_is_dask_threads():
-    assert dask_scheduler() == "threads"
+def test_scheduler_follows_the_ray_connection(plain, ray_address):
+    """Without Ray: dask's threads; connected to Ray: Ray's dask scheduler, with the same numbers."""
+    import subprocess
+    import sys
+    code = "from pipeline.report_stats import dask_scheduler; print(dask_scheduler())"
+    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert alone == "threads"
+    assert getattr(dask_scheduler(), "__name__", "") == "ray_dask_get"
+    index = json.loads((plain.out / "dataset.json").read_text())
+    totals = compute_stats(str(plain.out))["totals"]
+    assert totals["n_tokens"] == index["totals"]["n_tokens"] and totals["n_samples"] == index["totals"]["n_samples"]
 
 
 def test_partitions_cover_every_shard_once(plain):
