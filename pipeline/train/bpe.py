@@ -9,9 +9,8 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.errors import DecodeError, Quarantined
-from pipeline.plan import cut_units, list_inputs
 from pipeline.spec import SourceSpec
+from pipeline.train import iter_decoded
 
 log = logging.getLogger(__name__)
 
@@ -19,25 +18,9 @@ EOS_TOKEN = "<|endoftext|>"
 
 
 def sample_corpus(source: SourceSpec, max_bytes: int) -> Iterator[str]:
-    """Documents of the corpus in listing order until max_bytes (bad records skipped)."""
-    from pipeline.decoders import decoder_for
-    from pipeline.sources import reader_for
-    from pipeline.spec import JobSpec
-    spec = JobSpec(name="train", source=source, tokenizer={"kind": "bytes"}, sink={"uri": "unused"})
-    read, decode = reader_for(source.format), decoder_for(source.modality)
-    total = 0
-    for unit in cut_units(spec, list_inputs(source.uris, source.storage_options)):
-        for item in read(unit, source):
-            if isinstance(item, Quarantined):
-                continue
-            try:
-                doc = decode(item, source)
-            except DecodeError:
-                continue
-            yield doc if isinstance(doc, str) else doc.decode("latin-1")
-            total += len(doc)
-            if total >= max_bytes:
-                return
+    """Documents of the corpus in listing order until max_bytes (binaries as Latin-1 strings)."""
+    for doc in iter_decoded(source, max_bytes):
+        yield doc if isinstance(doc, str) else doc.decode("latin-1")
 
 
 def train_bpe(docs: Iterator[str], vocab_size: int, output: str, min_frequency: int = 2) -> dict:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from pipeline.errors import DecodeError, Quarantined
+from pipeline.train import iter_decoded
 from pipeline.spec import SourceSpec, SpecError
 from pipeline.tokenizers.codebook import save_codebook
 
@@ -22,29 +22,6 @@ log = logging.getLogger(__name__)
 MAX_VECTORS = 200_000
 SEED_SAMPLE = 20_000
 IMAGE_DEFAULTS = {"image_size": 256, "patch_size": 16}
-
-
-def iter_decoded(source: SourceSpec, hints: dict[str, Any], max_bytes: int) -> Iterator[Any]:
-    """Decoded samples of the corpus in listing order until max_bytes of input (bad ones skipped)."""
-    from pipeline.decoders import decoder_for
-    from pipeline.plan import cut_units, list_inputs
-    from pipeline.sources import reader_for
-    from pipeline.spec import JobSpec
-    spec = JobSpec(name="train", source=source, tokenizer={"kind": "bytes"}, sink={"uri": "unused"})
-    read, decode = reader_for(source.format), decoder_for(source.modality)
-    total = 0
-    for unit in cut_units(spec, list_inputs(source.uris, source.storage_options)):
-        for item in read(unit, source):
-            if isinstance(item, Quarantined):
-                continue
-            try:
-                yield decode(item, source, **hints)
-            except DecodeError as err:
-                log.info("skipped %s: %s", err.uri, err.reason)
-                continue
-            total += item.n_bytes
-            if total >= max_bytes:
-                return
 
 
 def _kmeans_pp(points, k: int, rng: np.random.Generator):
@@ -109,7 +86,7 @@ def train_image_codebook(source: SourceSpec, k: int, output: str, max_bytes: int
     """Learn a patch codebook from the images of a corpus; writes OUTPUT (.safetensors) and its .json."""
     from pipeline.tokenizers.image import patchify
     hints = {"size": image_size, "patch": patch_size}
-    vectors, n = _collect(iter_decoded(source, hints, max_bytes), lambda im: patchify(im, patch_size))
+    vectors, n = _collect(iter_decoded(source, max_bytes, hints), lambda im: patchify(im, patch_size))
     codes, used = _fit(vectors, k, seed, 0, 255, np.uint8)
     config = {"modality": "image", "image_size": image_size, "patch_size": patch_size, "seed": seed,
               "trained_on": {"samples": n, "vectors": used}}
@@ -122,7 +99,7 @@ def train_audio_codebook(source: SourceSpec, k: int, output: str, max_bytes: int
     from pipeline.tokenizers.audio import DB_MAX, DB_MIN, MEL_DEFAULTS, log_mel_db
     cfg = {**MEL_DEFAULTS, **mel}
     hints = {"sample_rate": cfg["sample_rate"]}
-    vectors, n = _collect(iter_decoded(source, hints, max_bytes), lambda clip: log_mel_db(clip.samples, cfg))
+    vectors, n = _collect(iter_decoded(source, max_bytes, hints), lambda clip: log_mel_db(clip.samples, cfg))
     codes, used = _fit(vectors, k, seed, DB_MIN, DB_MAX, np.int16)
     config = {"modality": "audio", **cfg, "seed": seed, "trained_on": {"samples": n, "vectors": used}}
     return {"files": save_codebook(output, codes, config), "codebook_size": len(codes), "samples": n, "vectors": used}
