@@ -56,7 +56,8 @@ def submit(job: str, address: str, pip: list[str] | None = None, follow: bool = 
         print(job_id)
         return 0
     status = _follow(client, job_id, poll_s)
-    print(f"tokenmill: Ray job {job_id} {status}", file=sys.stderr)
+    message = "" if status == "SUCCEEDED" else f": {client.get_job_info(job_id).message}"
+    print(f"tokenmill: Ray job {job_id} {status}{message}", file=sys.stderr)
     return 0 if status == "SUCCEEDED" else 1
 
 

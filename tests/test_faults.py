@@ -110,6 +110,10 @@ def test_worker_killed_mid_job(setup, cluster, clean):
     out = root / "killed-worker"
     proc = start_run(job_file(root, tok, out.name), cluster[0].address)
     wait_for_commits(out, 1, proc)
+    status = run_cli("status", str(out), "--json")  # while the job runs
+    assert status.returncode == 0, status.stderr
+    live = json.loads(status.stdout)
+    assert live["state"] == "running" and live["units_committed"] >= 1 and live["units_total"] == len(clean["index"])
     victims = unit_worker_pids()
     assert victims, "no UnitWorker process found"
     os.kill(victims[0], signal.SIGKILL)
@@ -119,6 +123,9 @@ def test_worker_killed_mid_job(setup, cluster, clean):
     retries = int(stdout.split(" retries")[0].rsplit(", ", 1)[1])
     assert retries >= 1, stdout
     assert dataset_state(out) == clean
+    final = json.loads(run_cli("status", str(out), "--json").stdout)
+    assert final["state"] == "finished" and final["units_pending"] == 0
+    assert final["units_committed"] == final["units_total"] == len(clean["index"])
 
 
 def test_driver_killed_then_rerun(setup, cluster, clean):

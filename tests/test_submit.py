@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,8 +22,9 @@ def head(tmp_path_factory):
     ray_bin = Path(os.sys.executable).parent / "ray"
     port, dash = free_port(), free_port()
     temp = tmp_path_factory.mktemp("rayhead")
+    # the job's `python` is the head's: put this interpreter's folder first on its PATH
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-           "PYTHONPATH": str(REPO)}
+           "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
                              "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
                              f"--dashboard-port={dash}", "--include-dashboard=true", f"--temp-dir={temp}",

@@ -1,0 +1,70 @@
+"""The whole pipeline (`run_job`, 2 workers, local Ray) on the same corpus with and without each
+text stage, in one process: MB/s and the stage's cost as a share of pipeline throughput.
+
+    python tests/bench/bench_stages_pipeline.py --corpus DIR --tokenizer tokenizer.json [--unit-mb 16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+CASES = {
+    "no stage": [],
+    "dynamic 1024, shard": [{"kind": "dynamic", "max_merges": 1024, "scope": "shard"}],
+    "spans word": [{"kind": "spans", "unit": "word"}],
+    "spans identifier": [{"kind": "spans", "unit": "identifier"}],
+}
+
+
+def steady_mb_s(out: Path) -> tuple[float, dict]:
+    """Input MB / (last commit - first unit start), from the ledger; plus summed stage stats."""
+    entries = [json.loads(p.read_text()) for p in (out / "_ledger").glob("*.json")]
+    span = max(e["run"]["finished"] for e in entries) - min(e["run"]["started"] for e in entries)
+    stats: dict = {}
+    for e in entries:
+        for stage, values in e["stage_stats"].items():
+            for k in ("tokens_before", "tokens_after"):
+                if k in values:
+                    stats[k] = stats.get(k, 0) + values[k]
+    return sum(e["n_bytes"] for e in entries) / span / 1e6, stats
+
+
+def main() -> None:
+    import ray
+
+    from pipeline.job import run_job
+    from pipeline.spec import parse_spec
+    p = argparse.ArgumentParser()
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--unit-mb", type=float, default=16)
+    p.add_argument("--engine", default="tiktoken")
+    args = p.parse_args()
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, stages in CASES.items():
+            out = Path(tmp) / name.replace(" ", "_").replace(",", "")
+            spec = parse_spec({"name": "bench", "source": {"uri": args.corpus, "modality": "code",
+                                                           "unit_bytes": int(args.unit_mb * 2**20)},
+                               "tokenizer": {"kind": "hf", "path": args.tokenizer, "engine": args.engine},
+                               "stages": stages, "sink": {"uri": str(out), "formats": ["arrow"]},
+                               "resources": {"workers": 2}, "report": False})
+            run_job(spec, show_progress=False)
+            results[name] = steady_mb_s(out)
+    base = results["no stage"][0]
+    print(f"| case | pipeline MB/s | cost vs no stage | effect |\n|---|---|---|---|")
+    for name, (mb_s, stats) in results.items():
+        effect = ""
+        if stats.get("tokens_before"):
+            effect = f"{1 - stats['tokens_after'] / stats['tokens_before']:.1%} fewer tokens"
+        print(f"| {name} | {mb_s:.2f} | {1 - mb_s / base:.0%} | {effect} |")
+
+
+if __name__ == "__main__":
+    main()
