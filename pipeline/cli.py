@@ -99,11 +99,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.spec import SourceSpec, parse_size
-    from pipeline.train.bpe import sample_corpus, train_bpe
     fmt = args.format or "files"
     modality = args.modality or "text"
     source = SourceSpec(uri=args.input, format=fmt, modality=modality, field=args.field, column=args.field)
-    max_bytes = parse_size(args.sample_bytes)
+    try:
+        result = _train(source, modality, args, parse_size(args.sample_bytes))
+    except ValueError as exc:  # a bad option value or an unusable corpus: one line, exit 2
+        raise SpecError(f"train: {exc}") from None
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def _train(source, modality: str, args: argparse.Namespace, max_bytes: int) -> dict[str, Any]:
+    from pipeline.train.bpe import sample_corpus, train_bpe
     if modality == "image":
         from pipeline.train.codebook import train_image_codebook
         result = train_image_codebook(source, args.vocab_size, args.output, max_bytes)
@@ -115,8 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train_binary_bpe(sample_corpus(source, max_bytes), args.vocab_size, args.output)
     else:
         result = train_bpe(sample_corpus(source, max_bytes), args.vocab_size, args.output)
-    print(json.dumps(result, sort_keys=True))
-    return 0
+    return result
 
 
 def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:

@@ -140,3 +140,12 @@ def test_validate_command(tmp_path):
     job.write_text("name: ok\nsource: {uri: /tmp}\ntokenizer: {kind: bytes}\nsink: {uri: out}\n")
     result = run_cli("validate", str(job))
     assert result.returncode == 0 and "valid job spec" in result.stdout
+
+
+def test_train_errors_are_one_line(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "a.txt").write_text("some text")
+    for args, message in (((str(tmp_path / "c"), "--vocab-size", "10"), "at least 258"),
+                          ((str(tmp_path / "nowhere"),), "no such file")):
+        result = run_cli("train", "--input", *args, "--output", str(tmp_path / "t.json"))
+        assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1]

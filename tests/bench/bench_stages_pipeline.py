@@ -1,7 +1,7 @@
 """The whole pipeline (`run_job`, 2 workers, local Ray) on the same corpus with and without each
 text stage, in one process: MB/s and the stage's cost as a share of pipeline throughput.
 
-    python tests/bench/bench_stages_pipeline.py --corpus DIR --tokenizer tokenizer.json [--unit-mb 16]
+    python tests/bench/bench_stages_pipeline.py --corpus DIR --tokenizer tokenizer.json [--unit-mb 16] [--format jsonl]
 """
 from __future__ import annotations
 
@@ -44,14 +44,16 @@ def main() -> None:
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--unit-mb", type=float, default=16)
     p.add_argument("--engine", default="tiktoken")
+    p.add_argument("--format", default="files", help="source.format of the corpus (files or jsonl)")
     args = p.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, stages in CASES.items():
             out = Path(tmp) / name.replace(" ", "_").replace(",", "")
-            spec = parse_spec({"name": "bench", "source": {"uri": args.corpus, "modality": "code",
-                                                           "unit_bytes": int(args.unit_mb * 2**20)},
+            source = {"uri": args.corpus, "modality": "code", "format": args.format,
+                      "unit_bytes": int(args.unit_mb * 2**20)}
+            spec = parse_spec({"name": "bench", "source": source,
                                "tokenizer": {"kind": "hf", "path": args.tokenizer, "engine": args.engine},
                                "stages": stages, "sink": {"uri": str(out), "formats": ["arrow"]},
                                "resources": {"workers": 2}, "report": False})
