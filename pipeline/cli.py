@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Any, Callable
 
-from pipeline.errors import OutputError
+from pipeline.errors import OutputError, UnitFailed
 from pipeline.spec import SpecError, load_spec
 
 log = logging.getLogger("tokenmill")
@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, OutputError, ConnectionError) as exc:
         print(f"tokenmill: error: {exc}", file=sys.stderr)
         return 2
+    except UnitFailed as exc:  # on_error: fail met a bad record; committed units stay committed
+        print(f"tokenmill: failed: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -49,11 +49,13 @@ class Ledger:
 
     def shard_sizes(self) -> dict[str, int]:
         """Sizes of the files in shards/, from one listing (cheap on object stores)."""
+        folder = self.storage.path(SHARD_DIR).rstrip("/")
         try:
-            infos = self.storage.fs.ls(self.storage.path(SHARD_DIR), detail=True, refresh=True)
-        except FileNotFoundError:
+            infos = self.storage.fs.ls(folder, detail=True, refresh=True)
+        except (FileNotFoundError, NotADirectoryError):
             return {}
-        return {f"{SHARD_DIR}/{i['name'].rstrip('/').rsplit('/', 1)[-1]}": int(i.get("size") or 0) for i in infos}
+        inside = [i for i in infos if i["name"].rstrip("/").startswith(folder + "/")]  # `ls` of a file is itself
+        return {f"{SHARD_DIR}/{i['name'].rstrip('/').rsplit('/', 1)[-1]}": int(i.get("size") or 0) for i in inside}
 
     def valid(self, entry: dict[str, Any], unit: WorkUnit, spec_hash: str, sizes: dict[str, int]) -> str | None:
         """None when the entry commits this unit as planned, else why it must be redone."""

@@ -79,8 +79,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConnectionError(f"cannot reach the Ray cluster at {address}: {exc}") from None
         return
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
-             _node_ip_address="127.0.0.1")
+    # address="local": always a new embedded Ray, even when another Ray runs on this machine
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+             logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -20,7 +20,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 def ray_address():
     """One real local Ray for the whole session; CLI subprocesses join it with --address."""
     import ray
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING")
     address = ray.get_runtime_context().gcs_address
     assert address.startswith("127.0.0.1:"), address
     yield address

@@ -26,9 +26,15 @@ def read_parquet(unit: WorkUnit, source: SourceSpec) -> Iterator[RawRecord | Qua
             first_row = sum(pf.metadata.row_group(g).num_rows for g in range(ref.start))
             end = pf.metadata.num_row_groups if ref.end is None else ref.end
             for g in range(ref.start, end):
-                column = pf.read_row_group(g, columns=[source.column]).column(0)
-                yield from _rows(ref.uri, column, first_row)
-                first_row += len(column)
+                n_rows = pf.metadata.row_group(g).num_rows
+                try:
+                    column = pf.read_row_group(g, columns=[source.column]).column(0)
+                except (OSError, pa.ArrowException) as exc:  # a corrupt row group: set it aside, go on
+                    yield Quarantined(ref.uri, f"row group {g}", f"unreadable row group ({n_rows} rows): {exc}",
+                                      "read")
+                else:
+                    yield from _rows(ref.uri, column, first_row)
+                first_row += n_rows
 
 
 def _rows(uri: str, column: pa.ChunkedArray, first_row: int) -> Iterator[RawRecord | Quarantined]:

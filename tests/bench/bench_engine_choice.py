@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--engine", default="tiktoken")
     args = p.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
     with tempfile.TemporaryDirectory() as tmp:
         pool_spec = spec_for(args.corpus, args.tokenizer, f"{tmp}/pool", args.engine)
         data_spec = spec_for(args.corpus, args.tokenizer, f"{tmp}/data", args.engine)

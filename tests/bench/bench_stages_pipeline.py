@@ -46,7 +46,7 @@ def main() -> None:
     p.add_argument("--engine", default="tiktoken")
     p.add_argument("--format", default="files", help="source.format of the corpus (files or jsonl)")
     args = p.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, stages in CASES.items():
