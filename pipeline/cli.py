@@ -70,7 +70,9 @@ def print_summary(summary: dict[str, Any], report_path: str | None = None) -> No
           f"{summary['units_skipped']} already committed, {summary['units_redone']} redone, "
           f"{len(summary['units_failed'])} failed, {summary['retries']} retries")
     print(f"  this run: {r['n_samples']:,} samples, {r['n_tokens']:,} tokens, {r['n_bytes']:,} bytes, "
-          f"{r['n_errors']} quarantined, {r['mb_s']} MB/s, {summary['seconds']} s, engine {summary['engine']}")
+          f"{r['n_errors']} quarantined, {summary['seconds']} s, engine {summary['engine']}")
+    print(f"  throughput: {r['steady_mb_s']} MB/s while units ran, {r['mb_s']} MB/s over the whole run "
+          "(Ray start-up and planning included)")
     print(f"  dataset: {t['n_shards']} shards, {t['n_samples']:,} samples, {t['n_tokens']:,} tokens, "
           f"{t['n_bytes']:,} bytes, {t['n_errors']} quarantined")
     for stage, stats in r.get("stages", {}).items():

@@ -149,7 +149,16 @@ def _run_totals(entries: list[dict[str, Any]], seconds: float) -> dict[str, Any]
     n_bytes = sum(e["n_bytes"] for e in entries)
     return {"n_samples": sum(e["n_samples"] for e in entries), "n_tokens": sum(e["n_tokens"] for e in entries),
             "n_bytes": n_bytes, "n_errors": sum(e["n_errors"] for e in entries),
-            "mb_s": round(n_bytes / max(seconds, 1e-9) / 1e6, 3), "stages": _stage_totals(entries)}
+            "mb_s": round(n_bytes / max(seconds, 1e-9) / 1e6, 3), "steady_mb_s": _steady_mb_s(entries),
+            "stages": _stage_totals(entries)}
+
+
+def _steady_mb_s(entries: list[dict[str, Any]]) -> float:
+    """Input MB/s from the first unit's start to the last commit (Ray start-up and planning excluded)."""
+    if not entries:
+        return 0.0
+    span = max(e["run"]["finished"] for e in entries) - min(e["run"]["started"] for e in entries)
+    return round(sum(e["n_bytes"] for e in entries) / max(span, 1e-9) / 1e6, 3)
 
 
 def _stage_totals(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
