@@ -116,13 +116,23 @@ def run_job(spec: JobSpec, address: str | None = None, num_cpus: int | None = No
         return _run_locked(spec, storage, tokenizer, units, started, address, num_cpus, show_progress)
 
 
+def _engine_for(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, todo: list[WorkUnit]) -> tuple[str, dict]:
+    """The engine for this run's units; with nothing to run, the one the index already names."""
+    previous = read_index(storage)
+    if not todo and previous:
+        return previous["tokenizer"].get("engine", tokenizer.engine), {"reason": "nothing to run; index unchanged"}
+    if spec.source.modality in TEXT_MODALITIES:
+        return select_engine(spec, todo)
+    return tokenizer.engine, {}
+
+
 def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: list[WorkUnit], started: float,
                 address, num_cpus, show_progress) -> dict[str, Any]:
     ledger = Ledger(storage)
     todo, redo = ledger.split_plan(units, spec.spec_hash(), list(spec.sink.formats))
     for unit_id, reason in sorted(redo.items()):
         log.warning("unit %s is redone: %s", unit_id, reason)
-    engine, engine_report = select_engine(spec, todo) if spec.source.modality in TEXT_MODALITIES else (tokenizer.engine, {})
+    engine, engine_report = _engine_for(spec, storage, tokenizer, todo)
     copy_tokenizer(storage, tokenizer)
     state = {"state": "running", "name": spec.name, "units_total": len(units), "units_todo": len(todo),
              "started": started, "host": socket.gethostname(), "pid": os.getpid(), "engine": engine}

@@ -94,6 +94,7 @@ def test_train_run_decode_resume_incremental(corpus, ray_address):
     again = run_cli("run", str(job), address=ray_address)
     assert again.returncode == 0 and "0 run" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in (out / "shards").iterdir()} == before
+    assert json.loads((out / "dataset.json").read_text())["tokenizer"] == index["tokenizer"]
 
     # a second run into a new folder gives identical shard bytes (with another worker count)
     job2 = write_job(corpus, tok, "out2")
