@@ -11,38 +11,23 @@ from typing import Any
 import numpy as np
 
 from pipeline.decoders.video import VideoClip
-from pipeline.tokenizers.base import TokenBatch, Tokenizer
-from pipeline.tokenizers.codebook import load_codebook
-from pipeline.tokenizers.image import PatchQuantizer, with_eos
+from pipeline.tokenizers.base import TokenBatch
+from pipeline.tokenizers.image import ImageVQ, with_eos
 
 DEFAULT_FPS = 1.0
 
 
-class VideoVQ(Tokenizer):
-    """The `video` tokenizer."""
+class VideoVQ(ImageVQ):
+    """The `video` tokenizer: every sampled frame through the image codebook."""
 
     kind = "video"
 
     def __init__(self, path: str, fps: float = DEFAULT_FPS, add_eos: bool = True, device: str = "auto") -> None:
-        self.quantizer = PatchQuantizer(load_codebook(path, "image"), device)
+        super().__init__(path, add_eos, device)
         self.fps = float(fps)
-        self.add_eos = add_eos
-        k = len(self.quantizer.book.vectors)
-        self.eos_id = k if add_eos else None
-        self.vocab_size = k + 1 if add_eos else k
-        self.engine = "torch"
-
-    def files(self):
-        return self.quantizer.book.files
 
     def options(self) -> dict[str, Any]:
-        return {"add_eos": self.add_eos, "fps": self.fps}
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "options": self.options()}
-
-    def codebook(self) -> np.ndarray:
-        return self.quantizer.book.vectors.astype(np.float32)
+        return {**super().options(), "fps": self.fps}
 
     def decode_hints(self) -> dict[str, Any]:
         return {"fps": self.fps, "size": self.quantizer.size, "patch": self.quantizer.patch}
