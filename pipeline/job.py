@@ -34,8 +34,10 @@ def check_output(storage: Storage) -> None:
             storage.fs.makedirs(storage.root, exist_ok=True)
         else:  # never create buckets: a missing bucket is a typo far more often than an intent
             bucket = storage.root.split("/", 1)[0]
-            if not storage.fs.exists(bucket):
-                raise FileNotFoundError(f"bucket {bucket!r} does not exist")
+            try:
+                storage.fs.info(bucket)  # FileNotFoundError: no bucket; PermissionError: wrong credentials
+            except FileNotFoundError:
+                raise FileNotFoundError(f"bucket {bucket!r} does not exist") from None
         storage.write_atomic(".write-test", b"ok")
         storage.remove(".write-test")
     except Exception as exc:  # noqa: BLE001 - every failure here means the same thing to the user

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator
 
 from pipeline.spec import JobSpec, SpecError
-from pipeline.storage import filesystem
+from pipeline.storage import filesystem, is_local
 
 _GLOB_CHARS = "*?["
 _MAX_UNIT_FACTOR = 4  # a unit of small files never grows past 4x unit_bytes
@@ -84,29 +84,41 @@ def list_inputs(uris: Iterable[str], storage_options: dict[str, Any] | None = No
     """All input files under the URIs (globs, folders or single files), sorted by URI."""
     found: dict[str, InputFile] = {}
     for uri in uris:
-        fs, path = filesystem(uri, storage_options)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        prefix = "" if protocol in ("file", "local") else f"{protocol}://"
-        if any(c in path for c in _GLOB_CHARS):
-            root = _static_prefix(path).rsplit("/", 1)[0] or "/"
-            if not fs.exists(root):
-                raise SpecError(f"source.uri: no such file or folder: {root} (in {uri})")
-            infos = fs.glob(path, detail=True)
-        elif fs.isdir(path):
-            infos = fs.find(path, detail=True)
-        elif fs.exists(path):
-            infos = {path: fs.info(path)}
-        else:
-            raise SpecError(f"source.uri: no such file or folder: {uri}")
-        base = _static_prefix(path)
-        for name, info in infos.items():
-            if info.get("type") == "directory" or _is_hidden(name[len(base):]):
-                continue
-            full = prefix + name
-            found[full] = InputFile(full, int(info.get("size") or 0), _version(info))
+        try:
+            found.update(_list_one(uri, storage_options))
+        except (PermissionError, ConnectionError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise SpecError(f"source.uri: no such file or folder: {uri}") from None
+            raise SpecError(f"source.uri: cannot list {uri}: {type(exc).__name__}: {exc}") from None
     if not found:
         raise SpecError(f"source.uri: nothing matches {list(uris)}; check the path or glob")
     return [found[k] for k in sorted(found)]
+
+
+def _list_one(uri: str, storage_options: dict[str, Any] | None) -> dict[str, InputFile]:
+    """The input files under one URI (a glob, a folder or a single file)."""
+    found: dict[str, InputFile] = {}
+    fs, path = filesystem(uri, storage_options)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+    if any(c in path for c in _GLOB_CHARS):
+        root = _static_prefix(path).rsplit("/", 1)[0] or "/"
+        if is_local(fs) and not fs.exists(root):  # object stores: glob itself raises 403/404
+            raise SpecError(f"source.uri: no such file or folder: {root} (in {uri})")
+        infos = fs.glob(path, detail=True)
+    elif fs.isdir(path):
+        infos = fs.find(path, detail=True)
+    elif fs.exists(path):
+        infos = {path: fs.info(path)}
+    else:
+        raise SpecError(f"source.uri: no such file or folder: {uri}")
+    base = _static_prefix(path)
+    for name, info in infos.items():
+        if info.get("type") == "directory" or _is_hidden(name[len(base):]):
+            continue
+        full = prefix + name
+        found[full] = InputFile(full, int(info.get("size") or 0), _version(info))
+    return found
 
 
 def _static_prefix(path: str) -> str:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 
 import boto3
 import numpy as np
@@ -82,3 +84,46 @@ def test_missing_bucket_fails_with_one_line(tmp_path, s3, bpe_tokenizer, ray_add
     job.write_text(JOB.format(tok=bpe_tokenizer, out="s3://corpus-out/v1").replace("corpus-in", "missing-in"))
     result = run_cli("run", str(job), address=ray_address, env=env)
     assert result.returncode == 2 and "source.uri" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def s3_auth_server():
+    """A moto server that checks credentials (IAM on from the first request): any key is unknown."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.tm_testing import free_port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_wrong_credentials_fail_with_one_line(tmp_path, s3_auth_server, bpe_tokenizer, ray_address):
+    env = {"AWS_ENDPOINT_URL": s3_auth_server, "AWS_ACCESS_KEY_ID": "AKIAWRONGKEY", "AWS_SECRET_ACCESS_KEY": SECRET}
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "a.py").write_text("x = 1\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(JOB.format(tok=bpe_tokenizer, out="s3://corpus-out/v1").replace("s3://corpus-in/code/**/*.py",
+                                                                                   str(tmp_path / "c")))
+    result = run_cli("run", str(job), address=ray_address, env=env)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tokenmill: error: sink.uri: cannot write to s3://corpus-out/v1: PermissionError"), last
+    job.write_text(JOB.format(tok=bpe_tokenizer, out=str(tmp_path / "out")))
+    result = run_cli("run", str(job), address=ray_address, env=env)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tokenmill: error: source.uri: cannot list s3://corpus-in/") and "PermissionError" in last
+    assert SECRET not in result.stdout + result.stderr
