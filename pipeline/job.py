@@ -11,7 +11,7 @@ import socket
 import time
 from typing import Any
 
-from pipeline.errors import OutputError
+from pipeline.errors import OutputError, UnitFailed
 from pipeline.ledger import Ledger, build_index, read_index, write_index
 from pipeline.lock import RunLease
 from pipeline.plan import WorkUnit, make_plan
@@ -139,7 +139,11 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     state = {"state": "running", "name": spec.name, "units_total": len(units), "units_todo": len(todo),
              "started": started, "host": socket.gethostname(), "pid": os.getpid(), "engine": engine}
     _write_state(storage, state)
-    outcome = _execute(spec, todo, engine, address, num_cpus, show_progress)
+    try:
+        outcome = _execute(spec, todo, engine, address, num_cpus, show_progress)
+    except UnitFailed as exc:  # on_error: fail; what committed stays committed, the state says why
+        _write_state(storage, {**state, "state": "failed", "finished": time.time(), "error": str(exc)})
+        raise
     removed = ledger.remove_stale(units)
     orphans = ledger.remove_orphans()
     from pipeline.unit import output_dtype

@@ -21,7 +21,8 @@ LEASE_S = 60.0
 HEARTBEAT_S = 10.0
 
 
-def _holder_alive(info: dict) -> bool:
+def holder_alive(info: dict) -> bool:
+    """Whether a lease's holder may still run: a fresh heartbeat and, on this host, a live pid."""
     if time.time() - float(info.get("heartbeat", 0)) > LEASE_S:
         return False
     if info.get("host") == socket.gethostname():
@@ -55,7 +56,7 @@ class RunLease:
 
     def __enter__(self) -> "RunLease":
         info = self.current()
-        if info and info.get("token") != self.token and _holder_alive(info):
+        if info and info.get("token") != self.token and holder_alive(info):
             raise OutputError(f"another run holds {self.storage.uri} (pid {info.get('pid')} on {info.get('host')}); "
                               f"wait for it to finish, or remove {LOCK} if that run is gone")
         self._write()

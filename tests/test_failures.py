@@ -23,6 +23,8 @@ def test_on_error_fail_stops_with_one_line(tmp_path, ray_address):
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("tokenmill: failed: bad input (on_error: fail)") and "bad.txt" in last
+    state = json.loads((tmp_path / "out" / "_run.json").read_text())
+    assert state["state"] == "failed" and "bad.txt" in state["error"]
 
 
 def test_a_unit_that_keeps_failing_is_reported(tmp_path, ray_address):

@@ -138,6 +138,8 @@ def test_driver_killed_then_rerun(setup, cluster, clean):
     wait_for_commits(out, 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    status = json.loads(run_cli("status", str(out), "--json").stdout)
+    assert status["state"].startswith("interrupted") and status["units_pending"] > 0
     assert not (out / "dataset.json").exists() or len(list((out / "_ledger").glob("*.json"))) < len(clean["index"])
     rerun = run_cli("run", str(job), "--address", cluster[0].address)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
