@@ -51,7 +51,7 @@ def find_sample(storage: Storage, index: dict[str, Any], sample_id: str) -> dict
 def dataset_tokenizer(storage: Storage, index: dict[str, Any]):
     """The dataset's tokenizer, rebuilt from OUT/tokenizer/ and the options in dataset.json."""
     from pipeline.tokenizers import build_tokenizer
-    from pipeline.tokenizers.codebook import local_file
+    from pipeline.storage import local_file
     desc = index["tokenizer"]
     options = desc.get("options", {})
     path = None

@@ -44,13 +44,14 @@ def check_output(storage: Storage) -> None:
         raise OutputError(f"sink.uri: cannot write to {storage.uri}: {type(exc).__name__}: {exc}") from None
 
 
-def check_tokenizer_matches(storage: Storage, tokenizer: Tokenizer, spec: JobSpec) -> None:
-    """Refuse to mix shards of two tokenizers in one dataset."""
+def previous_index(storage: Storage, tokenizer: Tokenizer) -> dict[str, Any] | None:
+    """The output's current index, if any; refuses to mix shards of two tokenizers in one dataset."""
     index = read_index(storage)
     if index and index["tokenizer"]["fingerprint"] != tokenizer.fingerprint:
         raise SpecError(f"tokenizer: {storage.uri} holds a dataset made with tokenizer "
                         f"{index['tokenizer']['fingerprint'][:12]}, this spec's is {tokenizer.fingerprint[:12]}; "
                         "write to a new sink.uri or restore the old tokenizer")
+    return index
 
 
 def probe_documents(spec: JobSpec, units: list[WorkUnit]) -> list[str]:
@@ -114,13 +115,13 @@ def run_job(spec: JobSpec, address: str | None = None, num_cpus: int | None = No
     storage = Storage(spec.sink.uri, spec.sink.storage_options)
     check_output(storage)
     with RunLease(storage):
-        check_tokenizer_matches(storage, tokenizer, spec)
-        return _run_locked(spec, storage, tokenizer, units, started, address, num_cpus, show_progress)
+        previous = previous_index(storage, tokenizer)
+        return _run_locked(spec, storage, tokenizer, units, previous, started, address, num_cpus, show_progress)
 
 
-def _engine_for(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, todo: list[WorkUnit]) -> tuple[str, dict]:
+def _engine_for(spec: JobSpec, previous: dict[str, Any] | None, tokenizer: Tokenizer,
+                todo: list[WorkUnit]) -> tuple[str, dict]:
     """The engine for this run's units; with nothing to run, the one the index already names."""
-    previous = read_index(storage)
     if not todo and previous:
         return previous["tokenizer"].get("engine", tokenizer.engine), {"reason": "nothing to run; index unchanged"}
     if spec.source.modality in TEXT_MODALITIES:
@@ -128,13 +129,13 @@ def _engine_for(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, todo: lis
     return tokenizer.engine, {}
 
 
-def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: list[WorkUnit], started: float,
-                address, num_cpus, show_progress) -> dict[str, Any]:
+def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: list[WorkUnit],
+                previous: dict[str, Any] | None, started: float, address, num_cpus, show_progress) -> dict[str, Any]:
     ledger = Ledger(storage)
     todo, redo = ledger.split_plan(units, spec.spec_hash(), list(spec.sink.formats))
     for unit_id, reason in sorted(redo.items()):
         log.warning("unit %s is redone: %s", unit_id, reason)
-    engine, engine_report = _engine_for(spec, storage, tokenizer, todo)
+    engine, engine_report = _engine_for(spec, previous, tokenizer, todo)
     copy_tokenizer(storage, tokenizer)
     state = {"state": "running", "name": spec.name, "units_total": len(units), "units_todo": len(todo),
              "started": started, "host": socket.gethostname(), "pid": os.getpid(), "engine": engine}
@@ -144,10 +145,12 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     except UnitFailed as exc:  # on_error: fail; what committed stays committed, the state says why
         _write_state(storage, {**state, "state": "failed", "finished": time.time(), "error": str(exc)})
         raise
-    removed = ledger.remove_stale(units)
-    orphans = ledger.remove_orphans()
+    entries = ledger.entries()  # read once after the run; the cleanup and the index share it
+    removed = ledger.remove_stale(units, entries)
+    live = {unit_id: e for unit_id, e in entries.items() if unit_id not in removed}
+    orphans = ledger.remove_orphans(live)
     from pipeline.unit import output_dtype
-    index = build_index(ledger, units, index_header(spec, tokenizer, engine, output_dtype(spec, tokenizer)))
+    index = build_index(live, units, index_header(spec, tokenizer, engine, output_dtype(spec, tokenizer)))
     write_index(storage, index)
     finished = time.time()
     summary = {"name": spec.name, "output": storage.uri, "units_total": len(units), "units_run": len(todo),

@@ -83,38 +83,28 @@ class Ledger:
                     redo[unit.id] = reason
         return todo, redo
 
-    def remove_stale(self, units: list[WorkUnit]) -> list[str]:
+    def remove_stale(self, units: list[WorkUnit], entries: dict[str, dict[str, Any]]) -> list[str]:
         """Delete entries and shards of units no longer in the plan (deleted or changed inputs)."""
         keep = {u.id for u in units}
-        planned_files = set()
-        removed = []
-        entries = self.entries()
-        for unit_id, entry in entries.items():
-            if unit_id in keep:
-                planned_files.update(info["path"] for info in entry.get("files", {}).values())
-        for unit_id, entry in entries.items():
-            if unit_id in keep:
-                continue
+        stale = [unit_id for unit_id in entries if unit_id not in keep]
+        for unit_id in stale:  # shard names hash the unit id, so no planned unit shares these files
             self.storage.remove(f"{LEDGER_DIR}/{unit_id}.json")
-            for info in entry.get("files", {}).values():
-                if info["path"] not in planned_files:
-                    self.storage.remove(info["path"])
+            for info in entries[unit_id].get("files", {}).values():
+                self.storage.remove(info["path"])
             self.storage.remove(f"{ERROR_DIR}/{unit_id}.parquet")
-            removed.append(unit_id)
-        return removed
+        return stale
 
-    def remove_orphans(self) -> list[str]:
-        """Delete shard files no ledger entry names: temporaries and crashed half-writes."""
-        named = {info["path"] for e in self.entries().values() for info in e.get("files", {}).values()}
+    def remove_orphans(self, entries: dict[str, dict[str, Any]]) -> list[str]:
+        """Delete shard files no (live) ledger entry names: superseded shards, crashed half-writes."""
+        named = {info["path"] for e in entries.values() for info in e.get("files", {}).values()}
         orphans = [p for p in self.shard_sizes() if p not in named]
         for path in orphans:
             self.storage.remove(path)
         return orphans
 
 
-def build_index(ledger: Ledger, units: list[WorkUnit], header: dict[str, Any]) -> dict[str, Any]:
-    """dataset.json: the committed shards of the planned units, in plan (input) order."""
-    entries = ledger.entries()
+def build_index(entries: dict[str, dict[str, Any]], units: list[WorkUnit], header: dict[str, Any]) -> dict[str, Any]:
+    """dataset.json: the committed shards (ledger entries by unit) of the planned units, in plan order."""
     shards = []
     for unit in units:
         entry = entries.get(unit.id)

@@ -100,7 +100,7 @@ def _list_one(uri: str, storage_options: dict[str, Any] | None) -> dict[str, Inp
     found: dict[str, InputFile] = {}
     fs, path = filesystem(uri, storage_options)
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+    prefix = "" if is_local(fs) else f"{protocol}://"
     if any(c in path for c in _GLOB_CHARS):
         root = _static_prefix(path).rsplit("/", 1)[0] or "/"
         if is_local(fs) and not fs.exists(root):  # object stores: glob itself raises 403/404

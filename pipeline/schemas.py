@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from pipeline.shard import SPAN_TYPE, base_schema
 from pipeline.spec import json_schema
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
-OPTIONAL_COLUMNS = {"spans": str(__import__("pyarrow").list_(SPAN_TYPE)), "positions": "list<item: int32>"}
+OPTIONAL_COLUMNS = {"spans": str(pa.list_(SPAN_TYPE)), "positions": str(pa.list_(pa.int32()))}
 
 
 def shard_schema() -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """fsspec access with atomic writes: rename on local disks, one complete PUT on object stores."""
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -73,3 +76,16 @@ class Storage:
             self.fs.rm_file(self.path(rel))
         except FileNotFoundError:
             pass
+
+
+def local_file(uri: str) -> Path:
+    """A local path for a (tokenizer) file that may live on object storage; remote ones are cached by URI."""
+    if "://" not in uri or uri.startswith("file://"):
+        return Path(uri.removeprefix("file://")).expanduser()
+    target = Path(tempfile.gettempdir()) / "tokenmill-tokenizers" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    target.mkdir(parents=True, exist_ok=True)
+    local = target / Path(uri).name
+    with fsspec.open(uri, "rb") as f:
+        local.write_bytes(f.read())
+    return local
+

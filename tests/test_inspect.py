@@ -28,7 +28,7 @@ def make_dataset(tmp_path: Path, modality: str, inputs: Path, tokenizer: dict) -
         processor(unit)
     copy_tokenizer(processor.storage, processor.tokenizer)
     header = index_header(spec, processor.tokenizer, processor.tokenizer.engine, output_dtype(spec, processor.tokenizer))
-    write_index(processor.storage, build_index(Ledger(processor.storage), units, header))
+    write_index(processor.storage, build_index(Ledger(processor.storage).entries(), units, header))
     return out
 
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 
 import boto3
 import numpy as np
@@ -11,8 +9,8 @@ import pyarrow as pa
 import pytest
 import s3fs
 
-from tests.tm_testing import STDLIB, run_cli
 from pipeline.tokenizers.text import HFTokenizer
+from tests.tm_testing import STDLIB, moto_server, run_cli
 
 SECRET = "s3cr3t-do-not-log-4711"
 JOB = """name: s3-code
@@ -89,25 +87,8 @@ def test_missing_bucket_fails_with_one_line(tmp_path, s3, bpe_tokenizer, ray_add
 @pytest.fixture(scope="module")
 def s3_auth_server():
     """A moto server that checks credentials (IAM on from the first request): any key is unknown."""
-    import subprocess
-    import sys
-    import time
-
-    from tests.tm_testing import free_port
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as endpoint:
+        yield endpoint
 
 
 def test_wrong_credentials_fail_with_one_line(tmp_path, s3_auth_server, bpe_tokenizer, ray_address):

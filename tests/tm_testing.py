@@ -1,13 +1,16 @@
 """Helpers shared by the tests: real stdlib paths, free ports, the real CLI in a subprocess."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
+from typing import Iterator
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 REPO = Path(__file__).resolve().parent.parent
@@ -42,3 +45,27 @@ def copy_stdlib(dest: Path, packages: tuple[str, ...], limit: int | None = None)
             if limit and len(out) >= limit:
                 return out
     return out
+
+
+@contextlib.contextmanager
+def moto_server(extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """moto's S3 server on a free 127.0.0.1 port for the duration; yields its endpoint URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, **(extra_env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+

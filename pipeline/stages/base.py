@@ -45,6 +45,24 @@ class Stage:
         raise NotImplementedError
 
 
+class GridStage(Stage):
+    """A stage that keeps a subset of each row's grid tokens (prune, temporal), positions recorded."""
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        tokens, offsets = flat_tokens(table)
+        positions = grid_positions(table, offsets)
+        keep = np.ones(len(tokens), bool)
+        for row, shape in enumerate(row_shapes(table)):
+            t0, t1 = offsets[row], offsets[row + 1]
+            keep[t0:t1] = self._keep_row(tokens[t0:t1], positions[t0:t1], shape)
+        self.stats = reduction_stats(len(tokens), int(keep.sum()))
+        return select_rows(table, tokens, positions, offsets, keep)
+
+    def _keep_row(self, tokens: np.ndarray, positions: np.ndarray, shape: list[int]) -> np.ndarray:
+        """Which of one row's tokens to keep (a bool mask)."""
+        raise NotImplementedError
+
+
 def stage_error(stage: str, message: str) -> SpecError:
     """A SpecError that names the stage first, as every spec error names its field."""
     return SpecError(f"stages ({stage}): {message}")

@@ -10,27 +10,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyarrow as pa
 
 from pipeline.spec import PruneSpec
-from pipeline.stages.base import Stage, flat_tokens, grid_positions, reduction_stats, row_shapes, select_rows
+from pipeline.stages.base import GridStage
 
 
-class PruneTokens(Stage):
+class PruneTokens(GridStage):
     """The `prune` stage: `keep` in (0, 1] is a fraction of each image/frame, above 1 a count."""
 
     kind = "prune"
     spec: PruneSpec
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        tokens, offsets = flat_tokens(table)
-        positions = grid_positions(table, offsets)
-        keep = np.ones(len(tokens), bool)
-        for row, shape in enumerate(row_shapes(table)):
-            t0, t1 = offsets[row], offsets[row + 1]
-            keep[t0:t1] = self._keep_row(tokens[t0:t1], positions[t0:t1], shape)
-        self.stats = reduction_stats(len(tokens), int(keep.sum()))
-        return select_rows(table, tokens, positions, offsets, keep)
 
     def _keep_row(self, tokens: np.ndarray, positions: np.ndarray, shape: list[int]) -> np.ndarray:
         """Per frame (video: shape [frames, rows, cols]) or per image, the tokens to keep."""

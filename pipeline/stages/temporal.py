@@ -10,30 +10,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyarrow as pa
 
 from pipeline.spec import TemporalSpec
-from pipeline.stages.base import Stage, flat_tokens, grid_positions, reduction_stats, row_shapes, select_rows
+from pipeline.stages.base import GridStage
 
 
-class TemporalMerge(Stage):
+class TemporalMerge(GridStage):
     """The `temporal` stage on video rows with shape [frames, rows, cols]."""
 
     kind = "temporal"
     spec: TemporalSpec
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        tokens, offsets = flat_tokens(table)
-        positions = grid_positions(table, offsets)
-        keep = np.ones(len(tokens), bool)
-        for row, shape in enumerate(row_shapes(table)):
-            t0, t1 = offsets[row], offsets[row + 1]
-            if len(shape) >= 2:
-                keep[t0:t1] = self._keep_row(tokens[t0:t1].astype(np.int64), positions[t0:t1], shape)
-        self.stats = reduction_stats(len(tokens), int(keep.sum()))
-        return select_rows(table, tokens, positions, offsets, keep)
-
     def _keep_row(self, tokens: np.ndarray, positions: np.ndarray, shape: list[int]) -> np.ndarray:
+        if len(shape) < 2:  # not a frame grid: nothing to compare across frames
+            return np.ones(len(tokens), bool)
+        tokens = tokens.astype(np.int64)
         patches = math.prod(shape[1:])
         keep = np.ones(len(tokens), bool)
         ref = np.full(patches, -1, dtype=np.int64)

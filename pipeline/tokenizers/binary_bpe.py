@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.spec import SpecError
+from pipeline.storage import local_file
 from pipeline.tokenizers.base import TokenBatch, Tokenizer
-from pipeline.tokenizers.codebook import local_file
+from pipeline.tokenizers.text import load_hf_core
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -24,12 +25,8 @@ class BinaryBPE(Tokenizer):
     engine = "hf"
 
     def __init__(self, path: str, add_eos: bool = True) -> None:
-        from tokenizers import Tokenizer as HFCore
         self.path = local_file(path)
-        try:
-            self.core = HFCore.from_file(str(self.path))
-        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception
-            raise SpecError(f"tokenizer.path: {path} is not a readable tokenizer.json: {exc}") from None
+        self.core = load_hf_core(self.path)
         self.add_eos = add_eos
         self.vocab_size = self.core.get_vocab_size(with_added_tokens=True)
         eos = self.core.token_to_id(EOS_TOKEN)

@@ -7,9 +7,7 @@ with a SpecError before any work starts.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.spec import SpecError
+from pipeline.storage import local_file
 
 FORMAT = "tokenmill.codebook"
 TENSOR = "codebook"
@@ -38,19 +37,6 @@ class Codebook:
 
 def config_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
-
-
-def local_file(uri: str) -> Path:
-    """A local path for a tokenizer file that may live on object storage (cached by URI)."""
-    if "://" not in uri or uri.startswith("file://"):
-        return Path(uri.removeprefix("file://")).expanduser()
-    import fsspec
-    target = Path(tempfile.gettempdir()) / "tokenmill-tokenizers" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    target.mkdir(parents=True, exist_ok=True)
-    local = target / Path(uri).name
-    with fsspec.open(uri, "rb") as f:
-        local.write_bytes(f.read())
-    return local
 
 
 def save_codebook(path: str | Path, vectors: np.ndarray, config: dict[str, Any]) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.spec import SpecError
+from pipeline.storage import local_file
 from pipeline.tokenizers.base import TokenBatch, Tokenizer
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -37,18 +38,23 @@ def byte_level_alphabet() -> dict[str, int]:
     return {chr(c): b for b, c in zip(printable, chars)}
 
 
+def load_hf_core(path: Path):
+    """A `tokenizers.Tokenizer` from a tokenizer.json, or a SpecError that names the file."""
+    from tokenizers import Tokenizer as HFCore
+    try:
+        return HFCore.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception
+        raise SpecError(f"tokenizer.path: {path} is not a readable tokenizer.json: {exc}") from None
+
+
 class HFTokenizer(Tokenizer):
     """A Hugging Face tokenizer.json; the encode engine is chosen separately."""
 
     kind = "hf"
 
     def __init__(self, path: str, add_eos: bool = True, engine: str = "hf", eos_token: str | None = None) -> None:
-        from tokenizers import Tokenizer as HFCore
         self.path = Path(path)
-        try:
-            self.core = HFCore.from_file(str(self.path))
-        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception
-            raise SpecError(f"tokenizer.path: {path} is not a readable tokenizer.json: {exc}") from None
+        self.core = load_hf_core(self.path)
         self.add_eos = add_eos
         self.vocab_size = self.core.get_vocab_size(with_added_tokens=True)
         self.eos_token = eos_token or next((t for t in EOS_CANDIDATES if self.core.token_to_id(t) is not None), None)
@@ -223,26 +229,10 @@ def write_tiktoken_file(tokenizer: HFTokenizer, path: str) -> None:
 
 
 def build_hf(spec) -> HFTokenizer:
-    path = _local_copy(spec.path)
+    path = str(local_file(spec.path))
     engine = "hf" if spec.engine == "auto" else spec.engine
     return HFTokenizer(path, spec.add_eos, engine, spec.options.get("eos_token"))
 
 
 def build_tiktoken(spec) -> TiktokenFileTokenizer:
-    return TiktokenFileTokenizer(_local_copy(spec.path), spec.add_eos, spec.pattern)
-
-
-def _local_copy(uri: str) -> str:
-    """Tokenizer files may live on object storage; engines need a local file."""
-    if "://" not in uri or uri.startswith("file://"):
-        return uri.removeprefix("file://")
-    import hashlib
-    import tempfile
-
-    import fsspec
-    data = fsspec.open(uri, "rb").open().read()
-    target = Path(tempfile.gettempdir()) / "tokenmill-tokenizers" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    target.mkdir(parents=True, exist_ok=True)
-    local = target / Path(uri).name
-    local.write_bytes(data)
-    return str(local)
+    return TiktokenFileTokenizer(str(local_file(spec.path)), spec.add_eos, spec.pattern)

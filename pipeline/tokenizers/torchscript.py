@@ -21,7 +21,7 @@ from pipeline.decoders.image import fit_array
 from pipeline.decoders.video import VideoClip
 from pipeline.spec import SpecError
 from pipeline.tokenizers.base import TokenBatch, Tokenizer
-from pipeline.tokenizers.codebook import local_file
+from pipeline.storage import local_file
 from pipeline.tokenizers.image import with_eos
 
 

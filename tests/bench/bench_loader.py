@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=float, default=60e6)
     parser.add_argument("--dir", default=str(Path(tempfile.gettempdir()) / "tokenmill-bench-loader"))
     parser.add_argument("--seq-len", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=8, help="DataLoader batch size (64: the per-tensor cost shrinks)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = build(Path(args.dir), args.tokens)
@@ -128,11 +129,11 @@ def main() -> None:
     log.info("plain pyarrow concat (ceiling):       %7.1f M tokens/s", concat / 1e6)
     log.info("plain pyarrow int64 windows:          %7.1f M tokens/s", windows / 1e6)
     for label, workers in (("in process", None), ("DataLoader 1 worker", 1), ("DataLoader 2 workers", 2)):
-        rate = token_dataset(root, args.seq_len, workers)
+        rate = token_dataset(root, args.seq_len, workers, args.batch)
         log.info("TokenDataset %-22s  %7.1f M tokens/s  (%.2f of concat, %.2f of int64 windows)",
                  label, rate / 1e6, rate / concat, rate / windows)
         if workers:
-            ceiling = dataloader_ceiling(int(total), args.seq_len, workers)
+            ceiling = dataloader_ceiling(int(total), args.seq_len, workers, args.batch)
             log.info("  same DataLoader over precomputed windows: %7.1f M tokens/s (%.2f of it)",
                      ceiling / 1e6, rate / ceiling)
     with tempfile.TemporaryDirectory() as out:
