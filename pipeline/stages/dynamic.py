@@ -1,9 +1,10 @@
 """Dynamic tokenization: BPE-style merges of frequent adjacent token pairs within a shard or batch.
 
 After "Retrofitting (Large) Language Models with Dynamic Tokenization": new ids start at the
-base vocabulary size; id V + i stands for the pair merges[i] of its group. The merge loop is
-incremental (pair counts and occurrence lists are updated only around each merge), so a shard
-costs one sort of its pairs plus work proportional to the tokens merged, not a recount per merge.
+base vocabulary size; id V + i stands for the pair merges[i] of its group. The merge loop
+(`merge_kernel`, compiled) is incremental: pair counts and occurrence lists are updated only
+around each merge, so a shard costs one sort of its pairs plus work proportional to the tokens
+merged, not a recount per merge.
 Expansion (`expand_dynamic`, `expand_table`) gives back the base ids exactly.
 """
 from __future__ import annotations
@@ -16,167 +17,36 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.spec import DynamicSpec
-from pipeline.stages.base import Stage, flat_tokens, list_array, put_column, text_layout, token_dtype, word_internal
+from pipeline.stages.base import (Stage, flat_tokens, list_array, put_column, stage_error, text_layout, token_dtype,
+                                  word_internal)
 
 VOCAB_KEY = b"tokenmill.dynamic_vocab"
 VOCAB_VERSION = 1
-
-
-class _Grow:
-    """A numpy array with amortized O(1) appends (the slot and position tables grow per merge)."""
-
-    def __init__(self, init: np.ndarray) -> None:
-        self.buf = init  # taken over, not copied: callers hand in fresh arrays
-        self.n = len(init)
-
-    def append(self, more: np.ndarray) -> None:
-        need = self.n + len(more)
-        if need > len(self.buf):
-            grown = np.empty(max(need, 2 * len(self.buf), 16), dtype=self.buf.dtype)
-            grown[: self.n] = self.buf[: self.n]
-            self.buf = grown
-        self.buf[self.n: need] = more
-        self.n = need
-
-    @property
-    def view(self) -> np.ndarray:
-        return self.buf[: self.n]
-
-
-def _group(keys: np.ndarray, pos: np.ndarray, pos_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Sort positions by (key, position): unique keys, their counts, sorted positions, group of each."""
-    if keys.size and int(keys.max()).bit_length() + pos_bits <= 63:
-        packed = np.sort((keys << pos_bits) | pos)  # one SIMD sort instead of a slow argsort
-        skeys, spos = packed >> pos_bits, packed & ((1 << pos_bits) - 1)
-    else:
-        order = np.lexsort((pos, keys))
-        skeys, spos = keys[order], pos[order]
-    first = np.ones(len(skeys), dtype=bool)
-    first[1:] = skeys[1:] != skeys[:-1]
-    starts = np.flatnonzero(first)
-    counts = np.diff(np.append(starts, len(skeys)))
-    return skeys[starts], counts, spos, np.cumsum(first) - 1
 
 
 class MergeEngine:
     """Greedy pair merging on one token stream; `blocked[i]` forbids merging tokens i and i+1.
 
     Picks the pair with the highest count (all occurrences, overlapping ones included), ties to
-    the smallest (left, right) pair; applies it left to right without overlaps. Tokens live in a
-    linked list (merged-away positions get id -1); `slot_of[i]` is the count slot of the pair
-    starting at position i, or -1 where no pair may start (blocked), so one lookup serves both.
+    the smallest (left, right) pair; applies it left to right without overlaps. The loop is the
+    compiled `merge_kernel.greedy_merges`; the pairs are sorted once by numpy beforehand.
     """
 
     def __init__(self, seq: np.ndarray, blocked: np.ndarray, base: int, max_merges: int, min_count: int) -> None:
-        n = len(seq)
-        self.n, self.base, self.max_merges, self.min_count = n, base, max_merges, min_count
+        if base + max_merges > np.iinfo(np.int32).max:
+            raise ValueError(f"dynamic: base vocabulary {base} + max_merges {max_merges} does not fit int32 ids")
+        self.seq = np.ascontiguousarray(seq, dtype=np.int64)
+        self.blocked = np.ascontiguousarray(blocked[: max(len(seq) - 1, 0)], dtype=bool)
+        self.base, self.max_merges, self.min_count = base, max_merges, min_count
         self.m = base + max_merges
-        self.pos_bits = max(1, (n + 1).bit_length())
-        # ids as int64 so keys need no cast; links as intp, the index type numpy gathers with
-        self.seq = np.append(seq.astype(np.int64), -1)
-        self.nxt = np.arange(1, n + 2, dtype=np.intp)
-        self.nxt[n] = n
-        self.prv = np.arange(-1, n, dtype=np.intp)
-        self.prv[0] = n
-        self.slot_of = np.full(n + 1, -1, dtype=np.int64)
-        self.merges: list[tuple[int, int]] = []
-        self._init_slots(blocked[: max(n - 1, 0)])
-
-    def _init_slots(self, blocked: np.ndarray) -> None:
-        """Every pair position sorted by (pair, position) once; blocked ones sort last and are cut."""
-        n1, wall = len(blocked), self.m * self.m
-        keys = self.seq[:n1] * self.m + self.seq[1: n1 + 1]
-        keys[blocked] = wall
-        ukeys, counts, spos, group = _group(keys, np.arange(n1), self.pos_bits)
-        if len(ukeys) and ukeys[-1] == wall:
-            ukeys, counts = ukeys[:-1], counts[:-1]
-            spos, group = spos[: n1 - int(blocked.sum())], group[: n1 - int(blocked.sum())]
-        self.slot_of[spos] = group
-        self.slot_pair, self.slot_cnt = _Grow(ukeys), _Grow(counts)
-        self.slot_start, self.slot_len = _Grow(np.cumsum(counts) - counts), _Grow(counts.copy())
-        self.posbuf = _Grow(spos)
-        self.cand, self.tau = np.zeros(0, np.int64), 0
 
     def run(self) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
         """Merge until max_merges or no pair reaches min_count; return (ids, kept mask, merges)."""
-        while len(self.merges) < self.max_merges:
-            slot = self._best()
-            if slot is None:
-                break
-            self._merge(slot, self.base + len(self.merges))
-            if len(self.merges) % 64 == 0:
-                self.cand = self.cand[self.slot_cnt.buf[self.cand] >= self.tau]
-        seq = self.seq[: self.n]
-        return seq, seq >= 0, self.merges
-
-    def _best(self) -> int | None:
-        """Slot of the best pair. Counts only fall once a pair exists, so every slot outside the
-        candidates stays below tau, and the best candidate is the global best while it reaches tau."""
-        cnt = self.slot_cnt.buf
-        if len(self.cand):
-            c = cnt[self.cand]
-            top = c.max()
-            if top >= self.tau:
-                tied = self.cand[c == top]
-                return int(tied[np.argmin(self.slot_pair.buf[tied])])
-        live = self.slot_cnt.view
-        if not len(live) or live.max() < self.min_count:
-            return None
-        k = min(len(live), 4 * (self.max_merges - len(self.merges)) + 256)
-        self.tau = max(self.min_count, int(np.partition(live, len(live) - k)[len(live) - k]))
-        self.cand = np.flatnonzero(live >= self.tau)
-        return self._best()
-
-    def _occurrences(self, slot: int, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Current, non-overlapping positions p of the pair (a, b), left to right, and q = next(p)."""
-        start = self.slot_start.buf[slot]
-        pos = self.posbuf.buf[start: start + self.slot_len.buf[slot]]
-        pos = pos[self.seq[pos] == a]  # drop stale entries: either side may have changed
-        q = self.nxt[pos]
-        ok = self.seq[q] == b
-        pos, q = pos[ok], q[ok]
-        if a == b and len(pos) > 1:  # runs like a a a: merge the 1st, 3rd, ... pair of each run
-            link = np.zeros(len(pos), bool)
-            link[1:] = q[:-1] == pos[1:]
-            run_start = np.flatnonzero(~link)
-            even = (np.arange(len(pos)) - run_start[np.cumsum(~link) - 1]) % 2 == 0
-            pos, q = pos[even], q[even]
-        return pos, q
-
-    def _merge(self, slot: int, new_id: int) -> None:
-        """Replace (a, b) by new_id; the pairs at p, at its left neighbour and at q change."""
-        a, b = divmod(int(self.slot_pair.buf[slot]), self.m)
-        p, q = self._occurrences(slot, a, b)
-        seq, nxt, prv, slot_of, cnt = self.seq, self.nxt, self.prv, self.slot_of, self.slot_cnt.buf
-        left, right = prv[p], nxt[q]
-        q_slot, left_slot = slot_of[q], slot_of[left]
-        chained = np.zeros(len(p), bool)  # a b a b: the left neighbour of one is the q of the last
-        chained[1:] = left[1:] == q[:-1]
-        open_q, open_left = q_slot >= 0, ~chained & (left_slot >= 0)
-        cnt[slot] -= len(p)  # every p held this pair; overlapping ones (a a a) sit at some q
-        np.subtract.at(cnt, np.concatenate([q_slot[open_q], left_slot[open_left]]), 1)
-        seq[p], seq[q], nxt[p], prv[right] = new_id, -1, right, p
-        slot_of[p[~open_q]] = -1  # q's right edge was blocked, so the merged token's is
-        # new pairs: (new_id, token after) at p, (token before, new_id) at its left neighbour
-        left = left[open_left]
-        made = np.concatenate([p[open_q], left])
-        keys = np.concatenate([new_id * self.m + seq[right[open_q]], seq[left] * self.m + new_id])
-        self._add_block(keys, made)
-        self.merges.append((a, b))
-
-    def _add_block(self, keys: np.ndarray, pos: np.ndarray) -> None:
-        """Record the pairs that contain the new id: all of them are new pairs."""
-        ukeys, counts, spos, group = _group(keys, pos, self.pos_bits)
-        first_slot = self.slot_cnt.n
-        self.slot_of[spos] = group + first_slot
-        self.slot_pair.append(ukeys)
-        self.slot_cnt.append(counts)
-        self.slot_start.append(self.posbuf.n + np.cumsum(counts) - counts)
-        self.slot_len.append(counts)
-        self.posbuf.append(spos)
-        hot = np.flatnonzero(counts >= self.tau) + first_slot
-        if len(hot):
-            self.cand = np.concatenate([self.cand, hot])
+        from pipeline.stages.merge_kernel import greedy_merges, sorted_pairs  # numba: only where merging runs
+        packed, pos_bits, key_table = sorted_pairs(self.seq, self.blocked, self.m)
+        ids, merges = greedy_merges(self.seq, packed, pos_bits, key_table, self.base, self.m,
+                                    self.max_merges, self.min_count)
+        return ids, ids >= 0, [(int(a), int(b)) for a, b in merges.tolist()]
 
 
 class DynamicMerge(Stage):
@@ -184,6 +54,15 @@ class DynamicMerge(Stage):
 
     kind = "dynamic"
     spec: DynamicSpec
+
+    def __init__(self, spec: DynamicSpec, ctx: Any, name: str | None = None) -> None:
+        super().__init__(spec, ctx, name)
+        if ctx.base_vocab_size + spec.max_merges > np.iinfo(np.int32).max:
+            raise stage_error(self.name, f"base vocabulary {ctx.base_vocab_size} + max_merges {spec.max_merges} "
+                                         "is more ids than the merge loop holds (int32); lower max_merges")
+        # load the compiled merge loop now (numba's disk cache, or a one-time compile of ~8 s),
+        # so that an actor pays it when it starts, not inside its first shard
+        MergeEngine(np.array([1, 2, 1, 2], np.int64), np.zeros(4, bool), 3, 1, 2).run()
 
     def __call__(self, table: pa.Table) -> pa.Table:
         tokens, offsets = flat_tokens(table)

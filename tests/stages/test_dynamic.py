@@ -168,3 +168,28 @@ def test_real_code_round_trips_and_shrinks(stdlib_bpe):
         vocab = DynamicVocab.from_schema(out.schema)
         assert sum(vocab.lengths(np.array(r), row=i).sum() for i, r in enumerate(rows(out))) == len(
             np.concatenate(base))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seq=streams, max_merges=st.integers(0, 8))
+def test_wide_keys_take_the_rank_path_with_the_same_result(seq, max_merges):
+    """Keys too wide to share an int64 with the position are ranked first; the merges must not change."""
+    from pipeline.stages import merge_kernel
+    blocked = [False] * len(seq)
+    if seq:
+        blocked[-1] = True
+    want = MergeEngine(np.array(seq, np.int64), np.array(blocked, bool), 6, max_merges, 2).run()
+    saved, merge_kernel.PACK_BITS = merge_kernel.PACK_BITS, 0
+    try:
+        got = MergeEngine(np.array(seq, np.int64), np.array(blocked, bool), 6, max_merges, 2).run()
+    finally:
+        merge_kernel.PACK_BITS = saved
+    assert got[2] == want[2] and got[0].tolist() == want[0].tolist()
+
+
+def test_ids_beyond_int32_are_refused_before_any_work():
+    import pytest
+
+    from pipeline.spec import SpecError
+    with pytest.raises(SpecError, match="max_merges"):
+        run_dynamic(make_table([[1, 2]]), 2**31 - 10, max_merges=100)
