@@ -3,8 +3,9 @@
 Each DataLoader worker of each rank (a consumer) reads its own pieces of the dataset
 (loader_split), shuffles inside bounded blocks of documents, packs them into windows of
 seq_len + 1 tokens (loader_pack) and yields `input_ids`, `labels` and `position_ids`
-(int64, seq_len each). Its position is (epoch, document, token), so `state_dict()` is a few
-integers and a resume continues with exactly the windows that would have come next.
+(int64, seq_len each), or with `batch_size` whole batches (loader_batch), which is what
+makes DataLoader workers fast. Its position is (epoch, document, token), so `state_dict()`
+is a few integers and a resume continues with exactly the windows that would have come next.
 Never imports ray.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from pipeline.loader_batch import LAYOUTS, Batch, Batcher
 from pipeline.loader_cache import ShardCache
 from pipeline.loader_index import DatasetIndex, ShardError, ShardMissing, load_index
 from pipeline.loader_pack import IGNORE_INDEX, MODES, Packer, Windows
@@ -26,7 +28,8 @@ log = logging.getLogger(__name__)
 STATE_FORMAT = "tokenmill.loader"
 STATE_VERSION = 1
 GROUP_TOKENS = 1 << 19
-__all__ = ["TokenDataset", "ShardError", "ShardMissing", "StateError", "IGNORE_INDEX", "cu_seqlens"]
+__all__ = ["TokenDataset", "ShardError", "ShardMissing", "StateError", "IGNORE_INDEX", "cu_seqlens",
+           "expand_compact"]
 
 
 class StateError(ValueError):
@@ -39,16 +42,21 @@ class TokenDataset(IterableDataset):
     def __init__(self, index: str, seq_len: int, *, rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle: bool = True, epoch: int = 0, storage_options: dict[str, Any] | None = None,
                  mode: str = "pack", shuffle_buffer: int = 4096, expand_dynamic: bool = False,
-                 on_missing: str = "error", drop_last: bool = False, prefetch: int = 2) -> None:
+                 on_missing: str = "error", drop_last: bool = False, prefetch: int = 2,
+                 batch_size: int | None = None, layout: str = "windows") -> None:
         _check_args(seq_len, rank, world_size, mode, shuffle_buffer, on_missing)
+        _check_batching(batch_size, layout)
         self.index_uri, self.storage_options = index, storage_options
         self.seq_len, self.rank, self.world_size = seq_len, rank, world_size
         self.seed, self.shuffle, self.epoch, self.mode = seed, shuffle, epoch, mode
         self.shuffle_buffer, self.expand_dynamic, self.drop_last = shuffle_buffer, expand_dynamic, drop_last
-        self.prefetch = prefetch
+        self.prefetch, self.batch_size, self.layout = prefetch, batch_size, layout
         self.index: DatasetIndex = load_index(index, storage_options)
         if on_missing == "skip":
             self.index = _skip_missing(self.index)
+        if layout == "compact" and (self.index.vocab_size or 0) > 2**31:
+            raise ValueError(f"layout='compact' holds token ids as int32; this vocabulary has "
+                             f"{self.index.vocab_size} ids: use layout='windows'")
         self.eos_id = self.index.eos_id
         self.pad_id = self.eos_id if self.eos_id is not None else 0
         self._pending: dict[str, Any] | None = None
@@ -66,16 +74,22 @@ class TokenDataset(IterableDataset):
         return self.windows(worker, num_workers)
 
     def windows(self, worker: int = 0, num_workers: int = 1) -> Iterator[dict[str, torch.Tensor]]:
-        """One pass (the rest of an epoch) as seen by DataLoader worker `worker` of `num_workers`."""
+        """One pass (the rest of an epoch) as seen by DataLoader worker `worker` of `num_workers`:
+        windows, or batches of them when batch_size is set."""
         consumer, consumers = self.rank * num_workers + worker, self.world_size * num_workers
         epoch, doc, tok = self._start(worker, num_workers)
         stream = self.stream(epoch, consumer, consumers)
-        packer = Packer(self.seq_len, self.mode, self.eos_id, self.pad_id, self.drop_last)
+        packer = Packer(self.seq_len, self.mode, self.eos_id, self.pad_id, self.drop_last,
+                        np.int32 if self.layout == "compact" else np.int64)
+        owned = get_worker_info() is not None
+        batcher = Batcher(self.batch_size, self.layout, owned) if self.batch_size else None
         self._live = (epoch, doc, tok)
         with ShardCache(self.index, keep=2, prefetch=self.prefetch) as cache:
             for docs, first, skip in self._blocks(stream, cache, doc, tok):
-                yield from self._emit(packer.feed(docs, first, skip), epoch)
-            yield from self._emit(packer.finish(stream.total), epoch)
+                yield from self._emit(packer.feed(docs, first, skip), epoch, batcher)
+            yield from self._emit(packer.finish(stream.total), epoch, batcher)
+            if batcher is not None:
+                yield from self._emit_batches(batcher.flush(), epoch)
         self.epoch = epoch + 1
 
     def stream(self, epoch: int, consumer: int, consumers: int) -> Stream:
@@ -106,12 +120,20 @@ class TokenDataset(IterableDataset):
         cache.prefetch(stream.shards_after(b, self.prefetch))
         return [docs[i] for i in stream.block_order(b).tolist()]
 
-    def _emit(self, w: Windows, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield windows one by one, moving the position (for state_dict) before each."""
-        inputs, labels, positions = (torch.from_numpy(a) for a in (w.inputs, w.labels, w.positions))
-        for i, (doc, tok) in enumerate(zip(w.next_doc.tolist(), w.next_tok.tolist())):
+    def _emit(self, w: Windows, epoch: int, batcher: Batcher | None) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield windows one by one (or the batches they complete), moving the position before each."""
+        if batcher is not None:
+            yield from self._emit_batches(batcher.add(w), epoch)
+            return
+        tensors = (torch.from_numpy(a).unbind(0) for a in (w.inputs, w.labels, w.position_ids()))
+        for x, y, pos, doc, tok in zip(*tensors, w.next_doc.tolist(), w.next_tok.tolist()):
             self._live = (epoch, doc, tok)
-            yield {"input_ids": inputs[i], "labels": labels[i], "position_ids": positions[i]}
+            yield {"input_ids": x, "labels": y, "position_ids": pos}
+
+    def _emit_batches(self, batches: Iterator[Batch], epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        for b in batches:
+            self._live = (epoch, b.next_doc, b.next_tok)
+            yield {k: torch.from_numpy(v) for k, v in b.arrays.items()}
 
     def config(self) -> dict[str, Any]:
         """Settings that change which windows come out; a state only resumes under the same ones."""
@@ -175,6 +197,27 @@ def cu_seqlens(position_ids: torch.Tensor) -> torch.Tensor:
     flat = position_ids.reshape(-1)
     starts = torch.nonzero(flat == 0).flatten()
     return torch.cat([starts, torch.tensor([flat.numel()], device=flat.device)]).to(torch.int32)
+
+
+def expand_compact(batch: dict[str, torch.Tensor], pad_id: int) -> dict[str, torch.Tensor]:
+    """The windows layout (int64 input_ids, labels, position_ids) of a compact batch, on its device;
+    `pad_id` is the dataset's (`TokenDataset.pad_id`)."""
+    tokens, cu = batch["tokens"].long(), batch["cu_seqlens"].long()
+    labels = tokens[:, 1:].contiguous()
+    inputs = tokens[:, :-1].masked_fill(labels == IGNORE_INDEX, pad_id)
+    flat = torch.arange(labels.numel(), device=tokens.device)
+    positions = flat - torch.repeat_interleave(cu[:-1], cu.diff())
+    return {"input_ids": inputs, "labels": labels, "position_ids": positions.view_as(labels)}
+
+
+def _check_batching(batch_size: int | None, layout: str) -> None:
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be None (one window per item) or an integer >= 1, got {batch_size!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "compact" and batch_size is None:
+        raise ValueError("layout='compact' is a batch layout: set batch_size too "
+                         "(and DataLoader(ds, batch_size=None))")
 
 
 def _check_args(seq_len: int, rank: int, world_size: int, mode: str, shuffle_buffer: int, on_missing: str) -> None:

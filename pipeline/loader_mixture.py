@@ -112,6 +112,9 @@ def _check_sources(datasets: list[TokenDataset], weights: list[float], seq_len: 
     """Sources must agree on what a window is; weights must be positive."""
     if any(not w > 0 for w in weights):
         raise ValueError(f"mixture weights must be > 0, got {weights}")
+    if any(ds.batch_size is not None for ds in datasets):
+        raise ValueError("mixture sources must yield single windows (batch_size=None): the mixture "
+                         "interleaves windows; batch them with the DataLoader's batch_size")
     fingerprints = {ds.index.tokenizer_fingerprint for ds in datasets}
     if len(fingerprints) > 1:
         raise ValueError("mixture sources were tokenized with different tokenizers: "

@@ -1,6 +1,9 @@
 """Benchmark: tokens/s from TokenDataset against a plain pyarrow loop on the same shards; export MB/s.
 
-Run from the repository root: `python tests/bench/bench_loader.py [--tokens 60e6] [--dir /tmp/tm-bench]`.
+Run from the repository root: `python tests/bench/bench_loader.py [--tokens 60e6] [--dir /tmp/tm-bench]
+[--batch 8] [--repeat 2]`. Each figure is the best of --repeat runs. Per window (a DataLoader
+collates --batch windows) and batched (TokenDataset(batch_size=--batch), DataLoader(batch_size=None)),
+in both batch layouts.
 Data: real files (Python stdlib and site-packages sources, /usr/share/doc text) with their
 bytes as token ids (EOS 256), in 16 Arrow shards: synthetic ids, real length distribution.
 """
@@ -75,17 +78,20 @@ def plain_pyarrow(root: Path, seq_len: int) -> tuple[float, float]:
     return concat, n / (time.perf_counter() - t0)
 
 
-def token_dataset(root: Path, seq_len: int, num_workers: int | None, batch: int = 8) -> float:
-    """Tokens/s of input_ids delivered: direct iteration (None) or a DataLoader with num_workers."""
+def token_dataset(root: Path, seq_len: int, num_workers: int | None, batch: int = 8,
+                  layout: str | None = None) -> float:
+    """Tokens/s of inputs delivered: direct iteration (None) or a DataLoader with num_workers;
+    layout None is one window per item (the DataLoader collates `batch`), else TokenDataset batches."""
     from torch.utils.data import DataLoader
-    ds = TokenDataset(str(root), seq_len, seed=0, shuffle=True)
+    batched = layout is not None
+    ds = TokenDataset(str(root), seq_len, seed=0, shuffle=True, batch_size=batch if batched else None,
+                      layout=layout or "windows")
+    key = "tokens" if layout == "compact" else "input_ids"
+    items = ds if num_workers is None else DataLoader(ds, batch_size=None if batched else batch,
+                                                      num_workers=num_workers)
     t0, n = time.perf_counter(), 0
-    if num_workers is None:
-        for w in ds:
-            n += w["input_ids"].numel()
-    else:
-        for b in DataLoader(ds, batch_size=batch, num_workers=num_workers, persistent_workers=False):
-            n += b["input_ids"].numel()
+    for item in items:
+        n += item[key].numel() - (item[key].shape[0] if layout == "compact" else 0)
     return n / (time.perf_counter() - t0)
 
 
@@ -118,24 +124,28 @@ def main() -> None:
     parser.add_argument("--tokens", type=float, default=60e6)
     parser.add_argument("--dir", default=str(Path(tempfile.gettempdir()) / "tokenmill-bench-loader"))
     parser.add_argument("--seq-len", type=int, default=2048)
-    parser.add_argument("--batch", type=int, default=8, help="DataLoader batch size (64: the per-tensor cost shrinks)")
+    parser.add_argument("--batch", type=int, default=8, help="windows per batch (64: the per-tensor cost shrinks)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per figure; the best is printed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = build(Path(args.dir), args.tokens)
     total = json.loads((root / "dataset.json").read_text())["totals"]["n_tokens"]
     log.info("dataset: %s, %.1f M tokens, %d shards", root, total / 1e6, 16)
     plain_pyarrow(root, args.seq_len)  # warm the page cache
-    concat, windows = plain_pyarrow(root, args.seq_len)
+    concat, windows = (max(r) for r in zip(*(plain_pyarrow(root, args.seq_len) for _ in range(args.repeat))))
     log.info("plain pyarrow concat (ceiling):       %7.1f M tokens/s", concat / 1e6)
     log.info("plain pyarrow int64 windows:          %7.1f M tokens/s", windows / 1e6)
-    for label, workers in (("in process", None), ("DataLoader 1 worker", 1), ("DataLoader 2 workers", 2)):
-        rate = token_dataset(root, args.seq_len, workers, args.batch)
-        log.info("TokenDataset %-22s  %7.1f M tokens/s  (%.2f of concat, %.2f of int64 windows)",
-                 label, rate / 1e6, rate / concat, rate / windows)
-        if workers:
-            ceiling = dataloader_ceiling(int(total), args.seq_len, workers, args.batch)
-            log.info("  same DataLoader over precomputed windows: %7.1f M tokens/s (%.2f of it)",
-                     ceiling / 1e6, rate / ceiling)
+    for layout in (None, "windows", "compact"):
+        log.info("-- %s", "one window per item, DataLoader(batch_size=%d)" % args.batch if layout is None else
+                 "TokenDataset(batch_size=%d, layout=%r), DataLoader(batch_size=None)" % (args.batch, layout))
+        for label, workers in (("in process", None), ("DataLoader 1 worker", 1), ("DataLoader 2 workers", 2)):
+            rate = max(token_dataset(root, args.seq_len, workers, args.batch, layout) for _ in range(args.repeat))
+            log.info("TokenDataset %-22s  %7.1f M tokens/s, %5.1f per worker  (%.2f of concat, %.2f of int64 "
+                     "windows)", label, rate / 1e6, rate / 1e6 / (workers or 1), rate / concat, rate / windows)
+            if workers and layout is None:
+                ceiling = dataloader_ceiling(int(total), args.seq_len, workers, args.batch)
+                log.info("  same DataLoader over precomputed windows: %7.1f M tokens/s (%.2f of it)",
+                         ceiling / 1e6, rate / ceiling)
     with tempfile.TemporaryDirectory() as out:
         stats = export_megatron(str(root), f"{out}/corpus")
     log.info("megatron export: %.1f MB/s (%d MB .bin in %.2f s)", stats["mb_per_s"], stats["bin_bytes"] / 1e6,

@@ -1,0 +1,148 @@
+"""Batched TokenDataset: the same windows as one at a time, in both layouts, and an exact resume."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from pipeline.loader import TokenDataset, cu_seqlens, expand_compact
+from pipeline.loader_mixture import TokenMixture
+from tests.loader_fixtures import stdlib_docs, write_dataset
+
+SEQ = 64
+KEYS = ("input_ids", "labels", "position_ids")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    docs = stdlib_docs(40, max_len=700)
+    return write_dataset(tmp_path_factory.mktemp("batch"), [docs[:12], docs[12:20], docs[20:33], docs[33:]],
+                         batch_rows=5)
+
+
+def _as_windows(ds: TokenDataset, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return expand_compact(batch, ds.pad_id) if ds.layout == "compact" else batch
+
+
+def _rows(ds: TokenDataset, batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Batches concatenated back into one (n, SEQ) matrix per key."""
+    expanded = [_as_windows(ds, b) for b in batches]
+    return {k: torch.cat([b[k] for b in expanded]) for k in KEYS}
+
+
+@pytest.mark.parametrize("layout", ["windows", "compact"])
+@pytest.mark.parametrize("mode,shuffle", [("pack", True), ("pack", False), ("pad", True), ("pad", False)])
+def test_batches_are_the_windows_concatenated(root: Path, layout: str, mode: str, shuffle: bool) -> None:
+    checked = 0
+    for num_workers in (1, 2, 3):
+        for worker in range(num_workers):
+            args: dict[str, Any] = {"seed": 4, "shuffle": shuffle, "mode": mode, "shuffle_buffer": 8}
+            single = list(TokenDataset(str(root), SEQ, **args).windows(worker, num_workers))
+            ds = TokenDataset(str(root), SEQ, batch_size=5, layout=layout, **args)
+            batches = list(ds.windows(worker, num_workers))
+            assert [len(b["tokens" if layout == "compact" else "input_ids"]) for b in batches[:-1]] == \
+                [5] * (len(batches) - 1)
+            rows = _rows(ds, batches)
+            for k in KEYS:
+                assert torch.equal(rows[k], torch.stack([w[k] for w in single])), (k, worker, num_workers)
+            checked += len(single)
+    assert checked > 300
+
+
+def test_compact_layout_is_int32_tokens_and_cu_seqlens(root: Path) -> None:
+    ds = TokenDataset(str(root), SEQ, batch_size=8, layout="compact", mode="pad")
+    plain = TokenDataset(str(root), SEQ, batch_size=8, mode="pad")
+    n_padded = 0
+    for batch, ref in zip(ds, plain):
+        assert set(batch) == {"tokens", "cu_seqlens"}
+        assert batch["tokens"].dtype == batch["cu_seqlens"].dtype == torch.int32
+        assert batch["tokens"].shape == (len(ref["input_ids"]), SEQ + 1)
+        assert torch.equal(batch["cu_seqlens"], cu_seqlens(ref["position_ids"]))
+        assert torch.equal(batch["tokens"][:, 1:].long(), ref["labels"])
+        n_padded += int((ref["labels"] == -100).any(dim=1).sum())
+    assert n_padded > 10
+
+
+@pytest.mark.parametrize("layout", ["windows", "compact"])
+def test_batched_plain_loop_resumes_exactly_across_epochs(root: Path, layout: str) -> None:
+    def make() -> TokenDataset:
+        return TokenDataset(str(root), 48, seed=3, shuffle_buffer=8, batch_size=7, layout=layout)
+
+    def loop(ds: TokenDataset, start: int) -> list[dict[str, torch.Tensor]]:
+        return [b for epoch in range(start, 2) for b in _epoch(ds, epoch)]
+    ref = loop(make(), 0)
+    checked = 0
+    for k in (1, 9, len(ref) // 2, len(ref) - 1):
+        ds = make()
+        head = list(itertools.islice((b for epoch in range(2) for b in _epoch(ds, epoch)), k))
+        state = ds.state_dict()
+        fresh = make()
+        fresh.load_state_dict(state)
+        rest = loop(fresh, state["epoch"])
+        assert len(head) + len(rest) == len(ref)
+        for got, want in zip(head + rest, ref):
+            assert all(torch.equal(got[key], want[key]) for key in want)
+            checked += 1
+    assert checked > 4 * 20
+
+
+def _epoch(ds: TokenDataset, epoch: int) -> TokenDataset:
+    ds.set_epoch(epoch)
+    return ds
+
+
+def test_state_from_single_windows_resumes_in_batches(root: Path) -> None:
+    single = list(TokenDataset(str(root), SEQ, seed=2))
+    ds = TokenDataset(str(root), SEQ, seed=2)
+    head = list(itertools.islice(iter(ds), 13))
+    batched = TokenDataset(str(root), SEQ, seed=2, batch_size=6)
+    batched.load_state_dict(ds.state_dict())
+    rows = _rows(batched, list(batched))
+    assert len(head) + len(rows["input_ids"]) == len(single)
+    assert torch.equal(rows["input_ids"], torch.stack([w["input_ids"] for w in single[13:]]))
+
+
+@pytest.mark.parametrize("layout", ["windows", "compact"])
+def test_batched_resume_with_two_workers(root: Path, layout: str) -> None:
+    def loader() -> StatefulDataLoader:
+        ds = TokenDataset(str(root), SEQ, seed=7, shuffle_buffer=16, batch_size=4, layout=layout)
+        return StatefulDataLoader(ds, batch_size=None, num_workers=2)
+    ref = list(loader())
+    assert len(ref) > 20
+    checked = 0
+    for k in (1, 8, len(ref) // 2):
+        first = loader()
+        it = iter(first)
+        head = list(itertools.islice(it, k))
+        state = first.state_dict()
+        del it
+        resumed = loader()
+        resumed.load_state_dict(state)
+        rest = list(itertools.islice(iter(resumed), k))
+        for got, want in zip(head + rest, ref[:2 * k]):
+            assert got.keys() == want.keys() and all(torch.equal(got[key], want[key]) for key in want)
+            checked += 1
+    assert checked == 2 * (1 + 8 + len(ref) // 2)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
+def test_bad_batch_size_is_refused(root: Path, bad: Any) -> None:
+    with pytest.raises(ValueError, match="batch_size must be None .* or an integer >= 1"):
+        TokenDataset(str(root), SEQ, batch_size=bad)
+
+
+def test_bad_layout_is_refused(root: Path) -> None:
+    with pytest.raises(ValueError, match="layout must be one of"):
+        TokenDataset(str(root), SEQ, batch_size=4, layout="flat")
+    with pytest.raises(ValueError, match="set batch_size too"):
+        TokenDataset(str(root), SEQ, layout="compact")
+
+
+def test_mixture_refuses_batched_sources(root: Path) -> None:
+    with pytest.raises(ValueError, match="batch_size=None"):
+        TokenMixture([(str(root), 1.0)], SEQ, batch_size=4)
