@@ -126,8 +126,14 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=8, help="windows per batch (64: the per-tensor cost shrinks)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per figure; the best is printed")
+    parser.add_argument("--sharing-strategy", choices=("file_descriptor", "file_system"),
+                        help="torch.multiprocessing sharing strategy for the DataLoader runs (default: torch's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.sharing_strategy:
+        import torch.multiprocessing
+        torch.multiprocessing.set_sharing_strategy(args.sharing_strategy)
+        log.info("torch.multiprocessing sharing strategy: %s", args.sharing_strategy)
     root = build(Path(args.dir), args.tokens)
     total = json.loads((root / "dataset.json").read_text())["totals"]["n_tokens"]
     log.info("dataset: %s, %.1f M tokens, %d shards", root, total / 1e6, 16)
