@@ -1,6 +1,7 @@
 """Session fixtures: one local Ray (2 CPUs, 127.0.0.1), one moto S3 server, real corpora, a trained BPE."""
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -21,6 +22,17 @@ def ray_address():
     assert address.startswith("127.0.0.1:"), address
     yield address
     ray.shutdown()
+
+
+@pytest.fixture
+def fork_safe():
+    """For tests whose DataLoader workers fork this process, which may hold a Ray driver: garbage is
+    collected here first and every object is frozen, so a child never frees an inherited Ray object
+    (its lock may have been held by a Ray thread at fork time: a deadlock seen in CI)."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ from pipeline.loader import TokenDataset, cu_seqlens, expand_compact
 from pipeline.loader_mixture import TokenMixture
 from tests.loader_fixtures import stdlib_docs, write_dataset
 
+pytestmark = pytest.mark.usefixtures("fork_safe")  # DataLoader workers fork this process
+
 SEQ = 64
 KEYS = ("input_ids", "labels", "position_ids")
 

@@ -12,6 +12,8 @@ from pipeline.loader import StateError
 from pipeline.loader_mixture import TokenMixture
 from tests.loader_fixtures import EOS, stdlib_docs, write_dataset
 
+pytestmark = pytest.mark.usefixtures("fork_safe")  # DataLoader workers fork this process
+
 A_MARK, B_MARK = 300, 301  # each source's documents start with its own id, so a window shows its source
 
 

@@ -13,6 +13,8 @@ import torch
 from pipeline.loader import StateError, TokenDataset
 from tests.loader_fixtures import epoch_batches, make_loader, stdlib_docs, write_dataset
 
+pytestmark = pytest.mark.usefixtures("fork_safe")  # DataLoader workers fork this process
+
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS, NEXT = 2, 10
 CHILD = """

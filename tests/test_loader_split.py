@@ -15,6 +15,8 @@ from pipeline.loader import IGNORE_INDEX, TokenDataset
 from pipeline.loader_split import Stream, consumer_pieces, epoch_pieces
 from tests.loader_fixtures import stdlib_docs, write_dataset
 
+pytestmark = pytest.mark.usefixtures("fork_safe")  # DataLoader workers fork this process
+
 
 @given(rows=st.lists(st.integers(0, 30), min_size=1, max_size=7), world_size=st.integers(1, 5),
        num_workers=st.integers(1, 4), seed=st.integers(0, 2**32 - 1), epoch=st.integers(0, 50),
