@@ -181,14 +181,17 @@ def _steady_mb_s(entries: list[dict[str, Any]]) -> float:
 
 
 def _stage_totals(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per stage: integer counters summed over the run's units (e.g. tokens_before/after), plus units."""
+    """Per stage: integer counters summed over the run's units (e.g. tokens_before/after), the
+    seconds spent in it, and the units."""
     totals: dict[str, dict[str, float]] = {}
     for entry in entries:
         for stage, stats in entry.get("stage_stats", {}).items():
             acc = totals.setdefault(stage, {"units": 0})
             acc["units"] += 1
             for key, value in stats.items():
-                if isinstance(value, int) and not isinstance(value, bool):
+                if key == "seconds":
+                    acc[key] = round(acc.get(key, 0.0) + value, 4)
+                elif isinstance(value, int) and not isinstance(value, bool):
                     acc[key] = acc.get(key, 0) + value
     return totals
 

@@ -79,8 +79,9 @@ class UnitProcessor:
         table, errors = self.tokenize_unit(unit)
         stage_stats = {}
         for stage in self.stages:
+            stage_started = time.perf_counter()
             table = stage(table)
-            stage_stats[stage.name] = stage.stats
+            stage_stats[stage.name] = {**stage.stats, "seconds": round(time.perf_counter() - stage_started, 4)}
         files = self.write_shards(unit, table)
         table = public_columns(table)
         if errors:

@@ -55,3 +55,6 @@ def test_spans_and_dynamic_through_the_cli(tmp_path, bpe_tokenizer, ray_address)
     assert assert_spans > 10
     ledger = [json.loads(p.read_text()) for p in (tmp_path / "out" / "_ledger").glob("*.json")]
     assert all(e["stage_stats"]["dynamic"] for e in ledger)
+    for e in ledger:  # each stage's time is in the ledger, and within the unit's time
+        seconds = [stats["seconds"] for stats in e["stage_stats"].values()]
+        assert len(seconds) == 2 and 0 < sum(seconds) < e["run"]["seconds"]

@@ -5,7 +5,9 @@ text stage, in one process: MB/s and the stage's cost as a share of pipeline thr
         [--cases "no stage" "dynamic 1024, shard"] [--repeat 2]
 
 With --repeat N the cases run in turn N times and each keeps its best MB/s, so a burst of load
-on a shared machine hurts one run of a case, not the comparison.
+on a shared machine hurts one run of a case, not the comparison. "stage share of unit time" is
+the stage's seconds over the units' seconds (both from the ledger) in that best run: what the
+stage costs a busy worker, without the run's start and tail.
 """
 from __future__ import annotations
 
@@ -29,10 +31,10 @@ def steady_mb_s(out: Path) -> tuple[float, dict]:
     """Input MB / (last commit - first unit start), from the ledger; plus summed stage stats."""
     entries = [json.loads(p.read_text()) for p in (out / "_ledger").glob("*.json")]
     span = max(e["run"]["finished"] for e in entries) - min(e["run"]["started"] for e in entries)
-    stats: dict = {}
+    stats: dict = {"unit_seconds": sum(e["run"]["seconds"] for e in entries)}
     for e in entries:
         for stage, values in e["stage_stats"].items():
-            for k in ("tokens_before", "tokens_after"):
+            for k in ("tokens_before", "tokens_after", "seconds"):
                 if k in values:
                     stats[k] = stats.get(k, 0) + values[k]
     return sum(e["n_bytes"] for e in entries) / span / 1e6, stats
@@ -70,12 +72,13 @@ def main() -> None:
             if mb_s > results.get(name, (0.0, {}))[0]:
                 results[name] = (mb_s, stats)
     base = results["no stage"][0]
-    print(f"| case | pipeline MB/s | cost vs no stage | effect |\n|---|---|---|---|")
+    print("| case | pipeline MB/s | cost vs no stage | stage share of unit time | effect |\n|---|---|---|---|---|")
     for name, (mb_s, stats) in results.items():
         effect = ""
         if stats.get("tokens_before"):
             effect = f"{1 - stats['tokens_after'] / stats['tokens_before']:.1%} fewer tokens"
-        print(f"| {name} | {mb_s:.2f} | {1 - mb_s / base:.0%} | {effect} |")
+        share = f"{stats['seconds'] / stats['unit_seconds']:.0%}" if "seconds" in stats else ""
+        print(f"| {name} | {mb_s:.2f} | {1 - mb_s / base:.0%} | {share} | {effect} |")
 
 
 if __name__ == "__main__":
