@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -88,20 +88,28 @@ class DynamicSpec(_Model):
     batch_size: int = Field(256, ge=1)
     within_words: bool = False
 
+    @property
+    def needs_text(self) -> bool:
+        """Whether the stage reads the documents' text (the unit then keeps it for it)."""
+        return self.within_words
+
 
 class SpansSpec(_Model):
     kind: Literal["spans"]
     unit: Literal["word", "identifier"] = "word"
+    needs_text: ClassVar[bool] = True
 
 
 class PruneSpec(_Model):
     kind: Literal["prune"]
     keep: float = Field(0.25, gt=0)
+    needs_text: ClassVar[bool] = False
 
 
 class TemporalSpec(_Model):
     kind: Literal["temporal"]
     threshold: float = Field(0.0, ge=0)
+    needs_text: ClassVar[bool] = False
 
 
 StageSpec = Annotated[Union[DynamicSpec, SpansSpec, PruneSpec, TemporalSpec], Field(discriminator="kind")]

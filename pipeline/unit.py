@@ -64,6 +64,7 @@ class UnitProcessor:
         self.metadata = {"format_version": FORMAT_VERSION, "tokenizer_fingerprint": self.tokenizer.fingerprint,
                          "spec_hash": self.spec_hash, "base_vocab_size": str(self.tokenizer.vocab_size)}
         self.stages = self._build_stages()
+        self.needs_text = any(s.needs_text for s in spec.stages) and spec.source.modality in TEXT_MODALITIES
 
     def _build_stages(self) -> list[Any]:
         if not self.spec.stages:
@@ -116,7 +117,7 @@ class UnitProcessor:
         self._encode(pending, rows, texts, batches, errors)
         batch = TokenBatch.concat(batches)
         rows["extra"] = {}
-        if self.spec.stages and self.spec.source.modality in TEXT_MODALITIES:
+        if self.needs_text:
             rows["extra"]["_text"] = pa.array(texts, pa.large_string())
         if self.spec.sink.keep_source:
             rows["extra"]["_source"] = pa.array(rows.pop("_source"), pa.large_binary())

@@ -55,8 +55,7 @@ def _check_fit(i: int, spec, ctx: StageContext) -> None:
     if ctx.modality not in STAGE_MODALITIES[spec.kind]:
         raise stage_error(spec.kind, f"{where} does not apply to modality '{ctx.modality}'; "
                                      f"it works on: {', '.join(STAGE_MODALITIES[spec.kind])}")
-    needs_text = spec.kind == "spans" or (spec.kind == "dynamic" and spec.within_words)
-    if needs_text and (ctx.modality not in TEXT_MODALITIES or ctx.token_bytes is None):
+    if spec.needs_text and (ctx.modality not in TEXT_MODALITIES or ctx.token_bytes is None):
         raise stage_error(spec.kind, f"{where} needs text with token byte strings (modality text or code "
                                      f"with a text tokenizer), got modality '{ctx.modality}'")
     if spec.kind == "prune" and ctx.codebook is None:
