@@ -35,6 +35,9 @@ class MergeEngine:
     def __init__(self, seq: np.ndarray, blocked: np.ndarray, base: int, max_merges: int, min_count: int) -> None:
         if base + max_merges > np.iinfo(np.int32).max:
             raise ValueError(f"dynamic: base vocabulary {base} + max_merges {max_merges} does not fit int32 ids")
+        if len(seq) >= np.iinfo(np.int32).max:
+            raise ValueError(f"dynamic: {len(seq):,} tokens in one merge scope is more than the merge loop's "
+                             "int32 positions hold; lower source.unit_bytes or use scope: batch")
         self.seq = np.ascontiguousarray(seq, dtype=np.int64)
         self.blocked = np.ascontiguousarray(blocked[: max(len(seq) - 1, 0)], dtype=bool)
         self.base, self.max_merges, self.min_count = base, max_merges, min_count

@@ -193,3 +193,10 @@ def test_ids_beyond_int32_are_refused_before_any_work():
     from pipeline.spec import SpecError
     with pytest.raises(SpecError, match="max_merges"):
         run_dynamic(make_table([[1, 2]]), 2**31 - 10, max_merges=100)
+
+
+def test_a_scope_beyond_int32_positions_is_refused_with_the_fix():
+    import pytest
+    huge = np.broadcast_to(np.zeros(1, np.int64), (2**31,))  # no memory: a zero-stride view
+    with pytest.raises(ValueError, match="unit_bytes or use scope: batch"):
+        MergeEngine(huge, np.broadcast_to(np.zeros(1, bool), (2**31,)), 6, 4, 2)
