@@ -200,3 +200,17 @@ def test_a_scope_beyond_int32_positions_is_refused_with_the_fix():
     huge = np.broadcast_to(np.zeros(1, np.int64), (2**31,))  # no memory: a zero-stride view
     with pytest.raises(ValueError, match="unit_bytes or use scope: batch"):
         MergeEngine(huge, np.broadcast_to(np.zeros(1, bool), (2**31,)), 6, 4, 2)
+
+
+def test_engine_matches_naive_recount_where_its_buffers_grow():
+    """Streams big enough that the pending list, the slot tables and the heap outgrow their first size."""
+    rng = np.random.default_rng(7)
+    cases = [(rng.integers(0, 2, 4000), 12),  # ~1,000 sites per pair: pending outgrows 1,024
+             (np.minimum(rng.zipf(1.3, 6000), 40) - 1, 80)]  # many new pairs: slots and heap grow
+    for seq, max_merges in cases:
+        blocked = rng.random(len(seq)) < 0.02
+        blocked[-1] = True
+        ids, keep, merges = MergeEngine(seq.astype(np.int64), blocked, 40, max_merges, 2).run()
+        want_seq, want_merges = naive_merges(seq.tolist(), blocked.tolist(), 40, max_merges, 2)
+        assert merges == want_merges
+        assert ids[keep].tolist() == want_seq
