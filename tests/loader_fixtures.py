@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 
-STDLIB = Path("/root/.pyenv/versions/3.11.7/lib/python3.11")
+from tests.tm_testing import STDLIB
+
 EOS = 256
 FINGERPRINT = hashlib.sha256(b"tokenmill-test-bytes-tokenizer").hexdigest()
 

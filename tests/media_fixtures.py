@@ -77,9 +77,14 @@ def write_audio(folder: Path) -> list[Path]:
 
 
 def write_mp3(path: Path, samples: np.ndarray, rate: int) -> Path:
+    return encode_audio(path, "libmp3lame", samples, rate)
+
+
+def encode_audio(path: Path, codec: str, samples: np.ndarray, rate: int, container: str | None = None) -> Path:
+    """Mono float samples encoded by PyAV with `codec` into `path` (container from the suffix unless given)."""
     import av
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libmp3lame", rate=rate, layout="mono")
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono")
         frame = av.AudioFrame.from_ndarray(samples.astype(np.float32)[None, :], format="flt", layout="mono")
         frame.sample_rate = rate
         for packet in stream.encode(frame):
@@ -146,17 +151,8 @@ def truncated(path: Path, fraction: float = 0.5) -> bytes:
 
 def audio_only_mp4(path: Path) -> Path:
     """An MP4 with an AAC audio stream and no video stream."""
-    import av
     samples, sr = speech(SENTENCES[1])
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=sr, layout="mono")
-        frame = av.AudioFrame.from_ndarray(samples.astype(np.float32)[None, :], format="flt", layout="mono")
-        frame.sample_rate = sr
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+    return encode_audio(path, "aac", samples, sr, container="mp4")
 
 
 def write_bad_images(folder: Path, good_jpeg: Path) -> dict[str, Path]:

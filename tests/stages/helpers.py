@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-STDLIB = Path("/root/.pyenv/versions/3.11.7/lib/python3.11")
+from pipeline.tokenizers.text import byte_level_alphabet
+from tests.tm_testing import STDLIB
+
 EOS = "<|endoftext|>"
 
 
@@ -34,18 +36,6 @@ def make_table(docs: list[list[int]], texts: list[str] | None = None, sources: l
 
 def rows(table: pa.Table, column: str = "tokens") -> list[list[int]]:
     return table.column(column).to_pylist()
-
-
-def byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet, inverted (printable character -> byte)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
 
 
 @dataclass
@@ -78,7 +68,7 @@ def train_bpe(files: list[Path], vocab_size: int = 1000) -> RealBPE:
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train([str(f) for f in files], trainer)
-    dec = byte_decoder()
+    dec = byte_level_alphabet()
     vocab = json.loads(tok.to_str())["model"]["vocab"]
     token_bytes: list[bytes | None] = [None] * tok.get_vocab_size()
     for piece, i in vocab.items():
