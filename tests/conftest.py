@@ -1,13 +1,12 @@
 """Session fixtures: one local Ray (2 CPUs, 127.0.0.1), one moto S3 server, real corpora, a trained BPE."""
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 
 import pytest
 
-from tests.tm_testing import copy_stdlib, moto_server
+from tests.tm_testing import copy_stdlib, frozen_garbage, moto_server
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -26,13 +25,9 @@ def ray_address():
 
 @pytest.fixture
 def fork_safe():
-    """For tests whose DataLoader workers fork this process, which may hold a Ray driver: garbage is
-    collected here first and every object is frozen, so a child never frees an inherited Ray object
-    (its lock may have been held by a Ray thread at fork time: a deadlock seen in CI)."""
-    gc.collect()
-    gc.freeze()
-    yield
-    gc.unfreeze()
+    """For tests whose DataLoader workers fork this process (see frozen_garbage)."""
+    with frozen_garbage():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from multiprocessing.context import BaseContext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,8 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
 
-STDLIB = Path(os.__file__).parent
+from tests.tm_testing import STDLIB, frozen_garbage
+
 CODE_DIRS = ("json", "email", "http", "xml/dom", "urllib", "logging", "concurrent/futures", "importlib")
 DOC_PACKAGES = ("adduser", "apt", "bash", "bc", "binutils", "bzip2", "coreutils", "cmake", "gzip", "tar")
 BINARIES = ("/usr/bin/base32", "/usr/bin/cat")
@@ -96,22 +96,13 @@ def make_dataset(root: Path, *, n_code: int = 24, n_docs: int = 6, files_per_uni
     units = _line_units(corpus) if lines else _file_units(corpus, files_per_unit)
     ds = FixtureDataset(out=out)
     jobs = [(out, fingerprint, uid, inputs, formats, dynamic_merges) for uid, inputs in units]
-    with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
+    with frozen_garbage(), ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
         for samples, errors, shard in pool.map(_write_unit, jobs):
             ds.samples += samples
             ds.errors += errors
             ds.shards.append(shard)
     _write_index(ds, fingerprint, formats)
     return ds
-
-
-def _worker_context() -> BaseContext:
-    """Workers forked from a clean server process, not from the test process: a fork of a process
-    that holds a Ray driver can deadlock when the child frees an inherited ObjectRef while a Ray
-    thread held its lock at fork time (seen in CI)."""
-    ctx = get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    return ctx
 
 
 def _file_units(corpus: Path, per_unit: int) -> list[tuple[str, list[dict]]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import socket
@@ -69,3 +70,16 @@ def moto_server(extra_env: dict[str, str] | None = None) -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=10)
 
+
+
+@contextlib.contextmanager
+def frozen_garbage() -> Iterator[None]:
+    """Around code that forks this process, which may hold a Ray driver: collect garbage, then
+    freeze every object, so a child never frees an inherited Ray object (its lock may have been
+    held by a Ray thread at fork time: a child deadlocked that way in CI)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

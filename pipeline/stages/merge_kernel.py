@@ -168,6 +168,7 @@ def greedy_merges(seq, packed, pos_bits, key_table, base, m, max_merges, min_cou
 
         # pass 1: relink every current occurrence, left to right; uncount the pairs it breaks
         n_pending = 0
+        pending = _reserve(pending, 0, 2 * slot_len[best])  # each site queues at most itself and its left
         for j in range(slot_start[best], slot_start[best] + slot_len[best]):
             p = posbuf[j]
             if node[p, TOK] != a:
@@ -180,7 +181,6 @@ def greedy_merges(seq, packed, pos_bits, key_table, base, m, max_merges, min_cou
             q_slot = node[q, SLOT]
             if q_slot >= 0:
                 slot_cnt[q_slot] -= 1
-            pending = _reserve(pending, n_pending, n_pending + 2)
             left_slot = node[left, SLOT]
             if left_slot >= 0:  # PENDING: chained (a b a b), its new pair is already due
                 slot_cnt[left_slot] -= 1
