@@ -12,7 +12,8 @@ import sys
 from typing import Any, Callable
 
 from pipeline.errors import OutputError, UnitFailed
-from pipeline.spec import SpecError, load_spec
+from pipeline.errors import SpecError
+from pipeline.spec import load_spec
 
 log = logging.getLogger("tokenmill")
 
@@ -57,7 +58,7 @@ def _maybe_report(spec, summary: dict[str, Any]) -> str | None:
     if not spec.report:
         return None
     try:
-        from pipeline.report import write_report
+        from pipeline.report.build import write_report
     except ImportError:
         return None
     return write_report(spec.sink.uri, storage_options=spec.sink.storage_options)
@@ -148,7 +149,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.dest:
         if not args.sample:
             raise SpecError("inspect --out needs --sample ID")
-        from pipeline.inspect import cli_inspect
+        from pipeline.decode_sample import cli_inspect
         return cli_inspect(args)
     from pipeline.lineage import lineage_cli
     return lineage_cli(args)
@@ -178,10 +179,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "train": (cmd_train, "learn a tokenizer from a corpus"),
     "submit": (_lazy("pipeline.submit", "cli_submit"), "submit a job to a Ray cluster through the Ray Jobs API"),
     "inspect": (cmd_inspect, "find a sample's shard and input, or decode its tokens to files"),
-    "report": (_lazy("pipeline.report", "cli_report"), "write OUT/report.html (statistics and plots)"),
-    "stats": (_lazy("pipeline.report", "cli_stats"), "print the dataset statistics (--json for scripts)"),
+    "report": (_lazy("pipeline.report.build", "cli_report"), "write OUT/report.html (statistics and plots)"),
+    "stats": (_lazy("pipeline.report.build", "cli_stats"), "print the dataset statistics (--json for scripts)"),
     "export": (_lazy("pipeline.sinks.megatron", "cli_export"), "export a dataset for other trainers"),
-    "bench": (_lazy("pipeline.bench", "cli_bench"), "measure engine and pipeline throughput"),
+    "bench": (_lazy("pipeline.bench_entry", "cli_bench"), "measure engine and pipeline throughput"),
 }
 
 
@@ -232,10 +233,10 @@ CONFIGURE: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "train": _train_args,
     "submit": _configure("pipeline.submit", "configure_submit_parser"),
     "inspect": _inspect_args,
-    "report": _configure("pipeline.report", "configure_report_parser"),
-    "stats": _configure("pipeline.report", "configure_stats_parser"),
+    "report": _configure("pipeline.report.build", "configure_report_parser"),
+    "stats": _configure("pipeline.report.build", "configure_stats_parser"),
     "export": _export_args,
-    "bench": _configure("pipeline.bench", "configure_bench_parser"),
+    "bench": _configure("pipeline.bench_entry", "configure_bench_parser"),
 }
 
 

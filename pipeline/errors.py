@@ -4,6 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+class SpecError(ValueError):
+    """A job spec that cannot run; the message says which field and how to fix it."""
+
+
 class DecodeError(Exception):
     """One input record could not be read, decoded or tokenized; it gets quarantined."""
 

@@ -16,7 +16,8 @@ from pipeline.ledger import Ledger, build_index, read_index, write_index
 from pipeline.lock import RunLease
 from pipeline.plan import WorkUnit, make_plan
 from pipeline.progress import Progress
-from pipeline.spec import TEXT_MODALITIES, JobSpec, SpecError
+from pipeline.errors import SpecError
+from pipeline.spec import TEXT_MODALITIES, JobSpec
 from pipeline.storage import Storage
 from pipeline.tokenizers import Tokenizer, build_tokenizer
 

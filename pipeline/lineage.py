@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from pipeline.report_dataset import READ_ORDER, Dataset, DatasetError, open_dataset, read_shard
+from pipeline.report.dataset import READ_ORDER, Dataset, DatasetError, open_dataset, read_shard
 
 ID_SEPARATORS = "@#/"
 

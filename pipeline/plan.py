@@ -13,7 +13,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator
 
-from pipeline.spec import JobSpec, SpecError
+from pipeline.errors import SpecError
+
+from pipeline.spec import JobSpec
 from pipeline.storage import filesystem, is_local
 
 _GLOB_CHARS = "*?["

@@ -14,9 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class SpecError(ValueError):
-    """A job spec that cannot run; the message says which field and how to fix it."""
+from pipeline.errors import SpecError
 
 
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

@@ -10,7 +10,7 @@ import pyarrow.ipc as ipc
 import pytest
 
 from pipeline.lineage import NotFound, find_sample, find_source, lineage_cli, shard_inputs
-from tests.report_fixtures import make_dataset
+from tests.report.fixtures import make_dataset
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,7 @@ def test_images(tmp_path, ray_address):
     assert "'..'" in bad["x.jpg"] and "absolute" in bad["abs.jpg"]
     assert not (tmp_path.parent / "x.jpg").exists() and not Path("/tmp/abs.jpg").exists()
 
-    from pipeline.inspect import inspect_sample
+    from pipeline.decode_sample import inspect_sample
     png = inspect_sample(str(out), "astronaut.jpg", str(tmp_path / "look"))[0]
     from PIL import Image
     seen = np.asarray(Image.open(png).convert("L"), float)

@@ -23,7 +23,7 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-from pipeline.loader_index import DatasetIndex, load_index, open_shard
+from pipeline.loader.index import DatasetIndex, load_index, open_shard
 from pipeline.storage import filesystem, is_local
 
 log = logging.getLogger(__name__)

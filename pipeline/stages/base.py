@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.spec import SpecError
+from pipeline.errors import SpecError
 
 TEXT_COLUMN = "_text"
 SPACE, WORD, PUNCT = 0, 1, 2

@@ -46,7 +46,7 @@ def _builder(kind: str) -> Callable[["TokenizerSpec"], Tokenizer]:
 
 def check_tokenizer_spec(spec: "JobSpec") -> None:
     """Spec-time checks: a known kind, a path where one is needed, a fitting modality."""
-    from pipeline.spec import SpecError
+    from pipeline.errors import SpecError
     tok = spec.tokenizer
     if tok.kind not in TOKENIZERS:
         raise SpecError(f"tokenizer.kind: unknown kind {tok.kind!r}; choose one of: {', '.join(sorted(TOKENIZERS))}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.spec import SpecError
+from pipeline.errors import SpecError
 from pipeline.storage import local_file
 from pipeline.tokenizers.base import TokenBatch, Tokenizer
 from pipeline.tokenizers.text import load_hf_core

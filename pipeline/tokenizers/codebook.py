@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.spec import SpecError
+from pipeline.errors import SpecError
 from pipeline.storage import local_file
 
 FORMAT = "tokenmill.codebook"

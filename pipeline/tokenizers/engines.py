@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.spec import SpecError, TokenizerSpec
+from pipeline.errors import SpecError
+
+from pipeline.spec import TokenizerSpec
 from pipeline.tokenizers import build_tokenizer
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.spec import SpecError
+from pipeline.errors import SpecError
 from pipeline.tokenizers.base import TokenBatch
 
 

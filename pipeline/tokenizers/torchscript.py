@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.decoders.audio import AudioClip
 from pipeline.decoders.image import fit_array
 from pipeline.decoders.video import VideoClip
-from pipeline.spec import SpecError
+from pipeline.errors import SpecError
 from pipeline.tokenizers.base import TokenBatch, Tokenizer
 from pipeline.storage import local_file
 from pipeline.tokenizers.image import with_eos

@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from pipeline.train import iter_decoded
-from pipeline.spec import SourceSpec, SpecError
+from pipeline.errors import SpecError
+from pipeline.spec import SourceSpec
 from pipeline.tokenizers.codebook import save_codebook
 
 log = logging.getLogger(__name__)

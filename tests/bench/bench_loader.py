@@ -23,9 +23,9 @@ import pyarrow.ipc as ipc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.loader import TokenDataset  # noqa: E402
+from pipeline.loader.token_dataset import TokenDataset  # noqa: E402
 from pipeline.sinks.megatron import export_megatron  # noqa: E402
-from tests.loader_fixtures import EOS, STDLIB, write_dataset  # noqa: E402
+from tests.loader.fixtures import EOS, STDLIB, write_dataset  # noqa: E402
 
 log = logging.getLogger("bench_loader")
 ROOTS = (STDLIB, Path("/usr/share/doc"), Path(sys.prefix) / "lib")

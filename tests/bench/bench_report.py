@@ -1,6 +1,6 @@
 """Benchmark: report time on a dataset and on one 10x larger (`python -m tests.bench.bench_report`).
 
-Both datasets are real stdlib modules tokenized by tests/report_fixtures.py (2 worker
+Both datasets are real stdlib modules tokenized by tests/report/fixtures.py (2 worker
 processes, like a small run). Prints a markdown table: samples, tokens, shards, the run's
 own time from its ledger, compute_stats and write_report times (best of --repeat), and the
 report time as a share of the run. Not a test: wall-clock numbers depend on the machine.
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from pipeline.report import compute_stats, write_report
-from tests.report_fixtures import make_dataset
+from tests.report.fixtures import make_dataset
 
 log = logging.getLogger("bench_report")
 

@@ -13,7 +13,7 @@ import pytest
 import s3fs
 
 from pipeline.sinks.megatron import configure_export_parser, export_megatron
-from tests.loader_fixtures import read_rows, s3_options, stdlib_docs, upload, write_dataset
+from tests.loader.fixtures import read_rows, s3_options, stdlib_docs, upload, write_dataset
 
 __all__ = ["s3_options"]
 # megatron/core/datasets/indexed_dataset.py: DType codes and the _INDEX_HEADER

@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.report import (cli_report, cli_stats, compute_stats, configure_report_parser,
                              configure_stats_parser, write_report)
-from pipeline.report_dataset import DatasetError
-from tests.report_fixtures import make_dataset
+from pipeline.report.dataset import DatasetError
+from tests.report.fixtures import make_dataset
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from pipeline.loader import StateError
-from pipeline.loader_mixture import TokenMixture
-from tests.loader_fixtures import EOS, stdlib_docs, write_dataset
+from pipeline.loader.token_dataset import StateError
+from pipeline.loader.mixture import TokenMixture
+from tests.loader.fixtures import EOS, stdlib_docs, write_dataset
 
 pytestmark = pytest.mark.usefixtures("fork_safe")  # DataLoader workers fork this process
 

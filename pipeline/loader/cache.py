@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from pipeline.loader_index import DatasetIndex, ShardData, open_shard
+from pipeline.loader.index import DatasetIndex, ShardData, open_shard
 
 
 class ShardCache:

@@ -10,7 +10,7 @@ import html
 import time
 from typing import Any, Iterable
 
-from pipeline import report_plots as plots
+from pipeline.report import plots
 
 MAX_ROWS = 50
 

@@ -2,7 +2,7 @@
 
 Everything here follows docs/formats.md and goes through fsspec, so a dataset on S3 reads
 the same as a local one. The driver only lists folders and reads small JSON; shard files are
-read inside dask tasks (pipeline/report_stats.py) or one at a time (pipeline/lineage.py).
+read inside dask tasks (pipeline/report/stats.py) or one at a time (pipeline/lineage.py).
 """
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.spec import SpecError, TokenizerSpec
+from pipeline.errors import SpecError
+
+from pipeline.spec import TokenizerSpec
 from pipeline.storage import Storage
 
 log = logging.getLogger(__name__)

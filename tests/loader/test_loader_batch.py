@@ -10,9 +10,9 @@ import pytest
 import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from pipeline.loader import TokenDataset, cu_seqlens, expand_compact
-from pipeline.loader_mixture import TokenMixture
-from tests.loader_fixtures import stdlib_docs, write_dataset
+from pipeline.loader.token_dataset import TokenDataset, cu_seqlens, expand_compact
+from pipeline.loader.mixture import TokenMixture
+from tests.loader.fixtures import stdlib_docs, write_dataset
 
 pytestmark = pytest.mark.usefixtures("fork_safe")  # DataLoader workers fork this process
 

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.loader_batch import LAYOUTS, Batch, Batcher
-from pipeline.loader_cache import ShardCache
-from pipeline.loader_index import DatasetIndex, ShardError, ShardMissing, load_index
-from pipeline.loader_pack import IGNORE_INDEX, MODES, Packer, Windows
-from pipeline.loader_split import Stream, consumer_pieces, epoch_pieces
+from pipeline.loader.batch import LAYOUTS, Batch, Batcher
+from pipeline.loader.cache import ShardCache
+from pipeline.loader.index import DatasetIndex, ShardError, ShardMissing, load_index
+from pipeline.loader.pack import IGNORE_INDEX, MODES, Packer, Windows
+from pipeline.loader.split import Stream, consumer_pieces, epoch_pieces
 
 log = logging.getLogger(__name__)
 

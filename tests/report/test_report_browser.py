@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.report import write_report
-from tests.report_fixtures import make_dataset
+from pipeline.report.build import write_report
+from tests.report.fixtures import make_dataset
 
 CHROMIUM = shutil.which("chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.loader_pack import Windows
+from pipeline.loader.pack import Windows
 
 LAYOUTS = ("windows", "compact")
 

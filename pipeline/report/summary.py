@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.report_dataset import Dataset
-from pipeline.report_stats import bin_edges
+from pipeline.report.dataset import Dataset
+from pipeline.report.stats import bin_edges
 
 log = logging.getLogger(__name__)
 

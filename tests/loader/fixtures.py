@@ -127,7 +127,7 @@ def make_loader(root: str, num_workers: int, **kwargs: Any) -> tuple[Any, Any]:
     """The resume tests' loader: TokenDataset under torchdata's StatefulDataLoader."""
     from torchdata.stateful_dataloader import StatefulDataLoader
 
-    from pipeline.loader import TokenDataset
+    from pipeline.loader.token_dataset import TokenDataset
     ds = TokenDataset(root, kwargs.pop("seq_len", 64), seed=7, shuffle_buffer=16, **kwargs)
     return ds, StatefulDataLoader(ds, batch_size=8, num_workers=num_workers)
 

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.report_dataset import Dataset, ShardRef, read_shard
+from pipeline.report.dataset import Dataset, ShardRef, read_shard
 
 GROUP_KINDS = ("folder", "extension", "modality")
 HIST_STEPS = 4  # histogram bins per doubling of length

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.loader import ShardError, ShardMissing, TokenDataset
-from tests.loader_fixtures import pack_stream, shard_table, stdlib_docs, write_arrow, write_dataset
+from pipeline.loader.token_dataset import ShardError, ShardMissing, TokenDataset
+from tests.loader.fixtures import pack_stream, shard_table, stdlib_docs, write_arrow, write_dataset
 
 
 @pytest.fixture()

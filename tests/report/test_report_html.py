@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from pipeline.report import write_report
-from tests.report_fixtures import make_dataset
+from pipeline.report.build import write_report
+from tests.report.fixtures import make_dataset
 
 
 class Page(HTMLParser):

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
-from pipeline.loader import IGNORE_INDEX, TokenDataset
-from pipeline.loader_split import Stream, consumer_pieces, epoch_pieces
-from tests.loader_fixtures import stdlib_docs, write_dataset
+from pipeline.loader.token_dataset import IGNORE_INDEX, TokenDataset
+from pipeline.loader.split import Stream, consumer_pieces, epoch_pieces
+from tests.loader.fixtures import stdlib_docs, write_dataset
 
 pytestmark = pytest.mark.usefixtures("fork_safe")  # DataLoader workers fork this process
 

@@ -10,8 +10,8 @@ import pytest
 import s3fs
 import torch
 
-from pipeline.loader import ShardMissing, TokenDataset
-from tests.loader_fixtures import s3_options, stdlib_docs, upload, write_dataset
+from pipeline.loader.token_dataset import ShardMissing, TokenDataset
+from tests.loader.fixtures import s3_options, stdlib_docs, upload, write_dataset
 
 __all__ = ["s3_options"]
 

@@ -12,10 +12,10 @@ import pyarrow.ipc as ipc
 import pytest
 
 from pipeline.report import compute_stats
-from pipeline.report_dataset import open_dataset, shard_refs
-from pipeline.report_stats import dask_scheduler, partitions, token_counts
-from pipeline.report_summary import reason_kind
-from tests.report_fixtures import VOCAB, make_dataset, merge_pairs
+from pipeline.report.dataset import open_dataset, shard_refs
+from pipeline.report.stats import dask_scheduler, partitions, token_counts
+from pipeline.report.summary import reason_kind
+from tests.report.fixtures import VOCAB, make_dataset, merge_pairs
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_scheduler_follows_the_ray_connection(plain, ray_address):
     """Without Ray: dask's threads; connected to Ray: Ray's dask scheduler, with the same numbers."""
     import subprocess
     import sys
-    code = "from pipeline.report_stats import dask_scheduler; print(dask_scheduler())"
+    code = "from pipeline.report.stats import dask_scheduler; print(dask_scheduler())"
     alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert alone == "threads"
     assert getattr(dask_scheduler(), "__name__", "") == "ray_dask_get"

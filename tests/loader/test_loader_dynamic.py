@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.loader import TokenDataset
-from tests.loader_fixtures import EOS, pack_stream, shard_table, stdlib_docs, write_dataset
+from pipeline.loader.token_dataset import TokenDataset
+from tests.loader.fixtures import EOS, pack_stream, shard_table, stdlib_docs, write_dataset
 
 dynamic = pytest.importorskip("pipeline.stages.dynamic", reason="pipeline/stages/dynamic.py not written yet")
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.loader import StateError, TokenDataset
+from pipeline.loader.token_dataset import StateError, TokenDataset
 
 MIXTURE_FORMAT = "tokenmill.mixture"
 MIXTURE_VERSION = 1

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.inspect import fill_grid, frame_strip, inspect_sample
+from pipeline.decode_sample import fill_grid, frame_strip, inspect_sample
 from pipeline.job import copy_tokenizer, index_header
 from pipeline.ledger import Ledger, build_index, write_index
 from pipeline.plan import make_plan

@@ -12,10 +12,10 @@ import logging
 import sys
 import time
 
-from pipeline import report_summary as summary
-from pipeline.report_dataset import Dataset, DatasetError, open_dataset, read_errors, shard_refs
-from pipeline.report_stats import ReadContext, check_group_by, common_prefix, compute_shard_stats
-from pipeline.report_throughput import throughput
+from pipeline.report import summary
+from pipeline.report.dataset import Dataset, DatasetError, open_dataset, read_errors, shard_refs
+from pipeline.report.stats import ReadContext, check_group_by, common_prefix, compute_shard_stats
+from pipeline.report.throughput import throughput
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def write_report(out_dir: str, *, group_by: str = "folder", storage_options: dic
     check_group_by(group_by)
     ds = open_dataset(out_dir, storage_options)
     stats = _stats(ds, str(out_dir), group_by)
-    from pipeline.report_html import render  # matplotlib loads only when a page is drawn
+    from pipeline.report.html import render  # matplotlib loads only when a page is drawn
     page = render(stats).encode("utf-8")
     tmp = ds.path(f".{REPORT_NAME}.tmp")
     with ds.fs.open(tmp, "wb") as f:

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from pipeline.loader import IGNORE_INDEX, TokenDataset, cu_seqlens
-from pipeline.loader_index import load_index, open_shard
-from tests.loader_fixtures import EOS, pack_stream, stdlib_docs, write_dataset
+from pipeline.loader.token_dataset import IGNORE_INDEX, TokenDataset, cu_seqlens
+from pipeline.loader.index import load_index, open_shard
+from tests.loader.fixtures import EOS, pack_stream, stdlib_docs, write_dataset
 
 SEQ = 64
 
@@ -128,8 +128,8 @@ def test_local_arrow_is_memory_mapped_not_copied(tmp_path: Path) -> None:
 
 
 def test_package_import_does_not_import_torch_and_loader_not_ray() -> None:
-    code = ("import sys, pipeline, pipeline.loader_index, pipeline.sinks.megatron; a = 'torch' in sys.modules; "
-            "import pipeline.loader, pipeline.loader_mixture; print(a, 'torch' in sys.modules, 'ray' in sys.modules)")
+    code = ("import sys, pipeline, pipeline.loader.index, pipeline.sinks.megatron; a = 'torch' in sys.modules; "
+            "import pipeline.loader, pipeline.loader.mixture; print(a, 'torch' in sys.modules, 'ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.split() == ["False", "True", "False"]

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.loader import StateError, TokenDataset
-from tests.loader_fixtures import epoch_batches, make_loader, stdlib_docs, write_dataset
+from pipeline.loader.token_dataset import StateError, TokenDataset
+from tests.loader.fixtures import epoch_batches, make_loader, stdlib_docs, write_dataset
 
 pytestmark = pytest.mark.usefixtures("fork_safe")  # DataLoader workers fork this process
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EPOCHS, NEXT = 2, 10
 CHILD = """
 import sys, torch, itertools
 sys.path.insert(0, {repo!r})
-from tests.loader_fixtures import make_loader, epoch_batches
+from tests.loader.fixtures import make_loader, epoch_batches
 for case in sys.argv[1:]:
     saved = torch.load(case + ".state", weights_only=True)
     ds, loader = make_loader({root!r}, saved["num_workers"])
