@@ -15,30 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
+from pipeline.dataset.read import DatasetError, DatasetFolder
+from pipeline.dataset.records import DatasetIndex
 from pipeline.errors import SpecError
-
 from pipeline.spec import TokenizerSpec
-from pipeline.storage import Storage
 
 log = logging.getLogger(__name__)
 
 STRIP_MAX_FRAMES = 16
 
 
-def find_sample(storage: Storage, index: dict[str, Any], sample_id: str) -> dict[str, Any]:
+def find_sample(folder: DatasetFolder, index: DatasetIndex, sample_id: str) -> dict[str, Any]:
     """The shard row whose id is `sample_id` (or, failing that, the one id ending with it)."""
-    import pyarrow.parquet as pq
     from pipeline.stages import expand_table
     suffix_hits = []
-    for shard in index["shards"]:
-        files = shard["files"]
-        fmt = "arrow" if "arrow" in files else "parquet" if "parquet" in files else None
-        if fmt is None:
+    for shard in index.shards:
+        ref = folder.shard_ref(shard, ("arrow", "parquet"))
+        if ref is None:
             raise SpecError("inspect reads arrow or parquet shards; this dataset has only webdataset")
-        data = pa.py_buffer(storage.read_bytes(files[fmt]["path"]))
-        table = pa.ipc.open_file(data).read_all() if fmt == "arrow" else pq.read_table(pa.BufferReader(data))
+        table = folder.read_table(ref)
         ids = table.column("id").to_pylist()
         if sample_id in ids:
             return expand_table(table).slice(ids.index(sample_id), 1).to_pylist()[0]
@@ -47,20 +43,20 @@ def find_sample(storage: Storage, index: dict[str, Any], sample_id: str) -> dict
         table, i = suffix_hits[0]
         return expand_table(table).slice(i, 1).to_pylist()[0]
     why = f"{len(suffix_hits)} ids end with it; give the full id" if suffix_hits else "no such id"
-    raise SpecError(f"--sample: {sample_id!r} not found in {storage.uri} ({why})")
+    raise SpecError(f"--sample: {sample_id!r} not found in {folder.uri} ({why})")
 
 
-def dataset_tokenizer(storage: Storage, index: dict[str, Any]):
+def dataset_tokenizer(folder: DatasetFolder, index: DatasetIndex):
     """The dataset's tokenizer, rebuilt from OUT/tokenizer/ and the options in dataset.json."""
-    from pipeline.tokenizers import build_tokenizer
     from pipeline.storage import local_file
-    desc = index["tokenizer"]
-    options = desc.get("options", {})
+    from pipeline.tokenizers import build_tokenizer
+    desc = index.tokenizer
+    options = desc.options
     path = None
-    if desc.get("files"):
-        path = str(local_file(storage.path(desc["files"][0])) if storage.local else local_file(
-            f"{storage.uri}/{desc['files'][0]}"))
-    spec = TokenizerSpec(kind=desc["kind"], path=path, add_eos=options.get("add_eos", desc.get("eos_id") is not None),
+    if desc.files:  # validated: a file directly under tokenizer/
+        path = str(local_file(folder.path(desc.files[0])) if folder.local else local_file(
+            f"{folder.uri}/{desc.files[0]}"))
+    spec = TokenizerSpec(kind=desc.kind, path=path, add_eos=options.get("add_eos", desc.eos_id is not None),
                          fps=options.get("fps"), sample_rate=options.get("sample_rate"))
     return build_tokenizer(spec)
 
@@ -122,12 +118,13 @@ def _write(tokenizer, row: dict[str, Any], tokens: np.ndarray, base: Path) -> li
 
 def inspect_sample(out_dir: str, sample_id: str, dest_dir: str) -> list[str]:
     """Write what a sample's tokens decode to into dest_dir; returns the paths written."""
-    storage = Storage(out_dir)
-    if not storage.exists("dataset.json"):
-        raise SpecError(f"{out_dir}: no dataset.json (not a tokenmill output, or no run finished yet)")
-    index = json.loads(storage.read_bytes("dataset.json"))
-    row = find_sample(storage, index, sample_id)
-    tokenizer = dataset_tokenizer(storage, index)
+    folder = DatasetFolder(out_dir)
+    try:
+        index = folder.index()
+    except DatasetError as exc:
+        raise SpecError(str(exc)) from None
+    row = find_sample(folder, index, sample_id)
+    tokenizer = dataset_tokenizer(folder, index)
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in row["id"].rsplit("/", 1)[-1])[:80] or "sample"

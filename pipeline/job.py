@@ -1,32 +1,84 @@
-"""A job from spec to index on the driver: check, lock, plan, diff, run on Ray, index.
+"""A job from spec to index on the driver: check, lock, plan, diff, run on Ray, clean up, index.
 
 Everything that can be wrong with the spec or the paths fails here, before any unit runs.
+The output folder is read back as untrusted input (pipeline.dataset): an invalid ledger
+entry is named and its unit redone; a corrupt dataset.json is rebuilt from the ledger.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import time
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.errors import OutputError, UnitFailed
-from pipeline.ledger import Ledger, build_index, read_index, write_index
+from pipeline.dataset import layout
+from pipeline.dataset.read import DatasetFolder
+from pipeline.dataset.records import DatasetIndex, LedgerEntry, RunState
+from pipeline.errors import OutputError, SpecError, UnitFailed
+from pipeline.ledger import Ledger, build_index, write_index
 from pipeline.lock import RunLease
 from pipeline.plan import WorkUnit, make_plan
 from pipeline.progress import Progress
-from pipeline.errors import SpecError
+from pipeline.rates import busy_span, mb_per_s
 from pipeline.spec import TEXT_MODALITIES, JobSpec
 from pipeline.storage import Storage
 from pipeline.tokenizers import Tokenizer, build_tokenizer
 
 log = logging.getLogger(__name__)
 
-RUN_STATE = "_run.json"
 PROBE_BYTES = 2 << 20
 PROBE_UNITS = 8
 
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what): the Ray cluster to join, the embedded Ray's CPUs, the progress display."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    """What this run's committed units hold, and its speed (steady: first unit start to last commit)."""
+
+    n_samples: int = 0
+    n_tokens: int = 0
+    n_bytes: int = 0
+    n_errors: int = 0
+    mb_s: float = 0.0
+    steady_mb_s: float = 0.0
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The outcome of `run_job`: what ran, what was cleaned up, the dataset's totals."""
+
+    name: str
+    output: str
+    units_total: int
+    units_run: int
+    units_skipped: int
+    units_redone: int
+    units_failed: dict[str, str]
+    units_removed: int
+    orphans_removed: int
+    retries: int
+    workers_replaced: int
+    engine: str
+    engine_report: dict[str, Any]
+    seconds: float
+    totals: dict[str, int]
+    run_totals: RunTotals
+    ledger_problems: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 def check_output(storage: Storage) -> None:
     """Fail early, with the reason, when the sink cannot be written."""
@@ -39,18 +91,23 @@ def check_output(storage: Storage) -> None:
                 storage.fs.info(bucket)  # FileNotFoundError: no bucket; PermissionError: wrong credentials
             except FileNotFoundError:
                 raise FileNotFoundError(f"bucket {bucket!r} does not exist") from None
-        storage.write_atomic(".write-test", b"ok")
-        storage.remove(".write-test")
+        storage.write_atomic(layout.WRITE_TEST, b"ok")
+        storage.remove(layout.WRITE_TEST)
     except Exception as exc:  # noqa: BLE001 - every failure here means the same thing to the user
         raise OutputError(f"sink.uri: cannot write to {storage.uri}: {type(exc).__name__}: {exc}") from None
 
 
-def previous_index(storage: Storage, tokenizer: Tokenizer) -> dict[str, Any] | None:
-    """The output's current index, if any; refuses to mix shards of two tokenizers in one dataset."""
-    index = read_index(storage)
-    if index and index["tokenizer"]["fingerprint"] != tokenizer.fingerprint:
+def previous_index(storage: Storage, tokenizer: Tokenizer) -> DatasetIndex | None:
+    """The output's current index, if usable; refuses to mix shards of two tokenizers in one dataset.
+
+    A corrupt or wrongly typed dataset.json is named in a warning and rebuilt from the ledger.
+    """
+    index, problem = DatasetFolder.of(storage).index_or_problem()
+    if problem:
+        log.warning("%s: ignored; this run rebuilds it from the ledger", problem)
+    if index and index.tokenizer.fingerprint != tokenizer.fingerprint:
         raise SpecError(f"tokenizer: {storage.uri} holds a dataset made with tokenizer "
-                        f"{index['tokenizer']['fingerprint'][:12]}, this spec's is {tokenizer.fingerprint[:12]}; "
+                        f"{index.tokenizer.fingerprint[:12]}, this spec's is {tokenizer.fingerprint[:12]}; "
                         "write to a new sink.uri or restore the old tokenizer")
     return index
 
@@ -89,7 +146,7 @@ def select_engine(spec: JobSpec, units: list[WorkUnit]) -> tuple[str, dict[str, 
 
 def copy_tokenizer(storage: Storage, tokenizer: Tokenizer) -> None:
     for path in tokenizer.files():
-        rel = f"tokenizer/{path.name}"
+        rel = layout.tokenizer_file(path.name)
         data = path.read_bytes()
         if storage.size(rel) != len(data) or storage.read_bytes(rel) != data:
             storage.write_atomic(rel, data)
@@ -103,12 +160,11 @@ def index_header(spec: JobSpec, tokenizer: Tokenizer, engine: str, dtype: str) -
             "stages": [s.model_dump(mode="json") for s in spec.stages]}
 
 
-def _write_state(storage: Storage, state: dict[str, Any]) -> None:
-    storage.write_atomic(RUN_STATE, json.dumps(state, sort_keys=True, indent=1).encode())
+def _write_state(storage: Storage, state: RunState) -> None:
+    storage.write_atomic(layout.RUN_STATE, state.to_bytes())
 
 
-def run_job(spec: JobSpec, address: str | None = None, num_cpus: int | None = None,
-            show_progress: bool = True) -> dict[str, Any]:
+def run_job(spec: JobSpec, options: RunOptions = RunOptions()) -> RunSummary:
     """Run a job to a complete index; returns the run summary."""
     started = time.time()
     tokenizer = build_tokenizer(spec.tokenizer)
@@ -117,76 +173,74 @@ def run_job(spec: JobSpec, address: str | None = None, num_cpus: int | None = No
     check_output(storage)
     with RunLease(storage):
         previous = previous_index(storage, tokenizer)
-        return _run_locked(spec, storage, tokenizer, units, previous, started, address, num_cpus, show_progress)
+        return _run_locked(spec, storage, tokenizer, units, previous, started, options)
 
 
-def _engine_for(spec: JobSpec, previous: dict[str, Any] | None, tokenizer: Tokenizer,
+def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokenizer,
                 todo: list[WorkUnit]) -> tuple[str, dict]:
     """The engine for this run's units; with nothing to run, the one the index already names."""
     if not todo and previous:
-        return previous["tokenizer"].get("engine", tokenizer.engine), {"reason": "nothing to run; index unchanged"}
+        return previous.tokenizer.engine or tokenizer.engine, {"reason": "nothing to run; index unchanged"}
     if spec.source.modality in TEXT_MODALITIES:
         return select_engine(spec, todo)
     return tokenizer.engine, {}
 
 
 def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: list[WorkUnit],
-                previous: dict[str, Any] | None, started: float, address, num_cpus, show_progress) -> dict[str, Any]:
+                previous: DatasetIndex | None, started: float, options: RunOptions) -> RunSummary:
     ledger = Ledger(storage)
-    todo, redo = ledger.split_plan(units, spec.spec_hash(), list(spec.sink.formats))
+    todo, redo = ledger.split_plan(units, spec.spec_hash(), list(spec.sink.formats), tokenizer.fingerprint)
     for unit_id, reason in sorted(redo.items()):
         log.warning("unit %s is redone: %s", unit_id, reason)
     engine, engine_report = _engine_for(spec, previous, tokenizer, todo)
     copy_tokenizer(storage, tokenizer)
-    state = {"state": "running", "name": spec.name, "units_total": len(units), "units_todo": len(todo),
-             "started": started, "host": socket.gethostname(), "pid": os.getpid(), "engine": engine}
+    state = RunState(state="running", name=spec.name, units_total=len(units), units_todo=len(todo),
+                     started=started, host=socket.gethostname(), pid=os.getpid(), engine=engine)
     _write_state(storage, state)
     try:
-        outcome = _execute(spec, todo, engine, address, num_cpus, show_progress)
+        outcome = _execute(spec, todo, engine, options)
     except UnitFailed as exc:  # on_error: fail; what committed stays committed, the state says why
-        _write_state(storage, {**state, "state": "failed", "finished": time.time(), "error": str(exc)})
+        _write_state(storage, state.model_copy(update={"state": "failed", "finished": time.time(),
+                                                       "error": str(exc)}))
         raise
-    entries = ledger.entries()  # read once after the run; the cleanup and the index share it
-    removed = ledger.remove_stale(units, entries)
-    live = {unit_id: e for unit_id, e in entries.items() if unit_id not in removed}
+    scan = ledger.scan()  # read once after the run; the cleanup and the index share it
+    removed = ledger.remove_stale(units, scan.entries)
+    ledger.remove_invalid_entries(units)
+    live = {unit_id: e for unit_id, e in scan.entries.items() if unit_id not in removed}
     orphans = ledger.remove_orphans(live)
     from pipeline.unit import output_dtype
     index = build_index(live, units, index_header(spec, tokenizer, engine, output_dtype(spec, tokenizer)))
     write_index(storage, index)
     finished = time.time()
-    summary = {"name": spec.name, "output": storage.uri, "units_total": len(units), "units_run": len(todo),
-               "units_skipped": len(units) - len(todo), "units_redone": len(redo), "units_failed": outcome.failed,
-               "units_removed": len(removed), "orphans_removed": len(orphans), "retries": outcome.retries,
-               "workers_replaced": outcome.workers_replaced, "engine": engine, "engine_report": engine_report,
-               "seconds": round(finished - started, 2), "totals": index["totals"],
-               "run_totals": _run_totals(outcome.committed, finished - started)}
-    _write_state(storage, {**state, "state": "failed" if outcome.failed else "finished", "finished": finished,
-                           "summary": {k: v for k, v in summary.items() if k != "engine_report"}})
+    summary = RunSummary(
+        name=spec.name, output=storage.uri, units_total=len(units), units_run=len(todo),
+        units_skipped=len(units) - len(todo), units_redone=len(redo), units_failed=outcome.failed,
+        units_removed=len(removed), orphans_removed=len(orphans), retries=outcome.retries,
+        workers_replaced=outcome.workers_replaced, engine=engine, engine_report=engine_report,
+        seconds=round(finished - started, 2), totals=index.totals.to_json(),
+        run_totals=_run_totals(outcome.committed, finished - started),
+        ledger_problems=sorted(scan.problems.values()), foreign=DatasetFolder.of(storage).foreign())
+    for path in summary.foreign:
+        log.info("left as it is (not tokenmill's): %s", path)
+    done = {k: v for k, v in summary.to_json().items() if k != "engine_report"}
+    _write_state(storage, state.model_copy(update={"state": "failed" if outcome.failed else "finished",
+                                                   "finished": finished, "summary": done}))
     return summary
 
 
-def _run_totals(entries: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    n_bytes = sum(e["n_bytes"] for e in entries)
-    return {"n_samples": sum(e["n_samples"] for e in entries), "n_tokens": sum(e["n_tokens"] for e in entries),
-            "n_bytes": n_bytes, "n_errors": sum(e["n_errors"] for e in entries),
-            "mb_s": round(n_bytes / max(seconds, 1e-9) / 1e6, 3), "steady_mb_s": _steady_mb_s(entries),
-            "stages": _stage_totals(entries)}
+def _run_totals(entries: list[LedgerEntry], seconds: float) -> RunTotals:
+    n_bytes = sum(e.n_bytes for e in entries)
+    return RunTotals(n_samples=sum(e.n_samples for e in entries), n_tokens=sum(e.n_tokens for e in entries),
+                     n_bytes=n_bytes, n_errors=sum(e.n_errors for e in entries), mb_s=mb_per_s(n_bytes, seconds),
+                     steady_mb_s=mb_per_s(n_bytes, busy_span(entries)), stages=_stage_totals(entries))
 
 
-def _steady_mb_s(entries: list[dict[str, Any]]) -> float:
-    """Input MB/s from the first unit's start to the last commit (Ray start-up and planning excluded)."""
-    if not entries:
-        return 0.0
-    span = max(e["run"]["finished"] for e in entries) - min(e["run"]["started"] for e in entries)
-    return round(sum(e["n_bytes"] for e in entries) / max(span, 1e-9) / 1e6, 3)
-
-
-def _stage_totals(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def _stage_totals(entries: list[LedgerEntry]) -> dict[str, dict[str, float]]:
     """Per stage: integer counters summed over the run's units (e.g. tokens_before/after), the
     seconds spent in it, and the units."""
     totals: dict[str, dict[str, float]] = {}
     for entry in entries:
-        for stage, stats in entry.get("stage_stats", {}).items():
+        for stage, stats in entry.stage_stats.items():
             acc = totals.setdefault(stage, {"units": 0})
             acc["units"] += 1
             for key, value in stats.items():
@@ -197,11 +251,11 @@ def _stage_totals(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return totals
 
 
-def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, address, num_cpus, show_progress):
+def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, options: RunOptions):
     from pipeline import runner
-    progress = Progress(len(todo)) if show_progress else None
+    progress = Progress(len(todo)) if options.show_progress else None
     if not todo:
         return runner.RunOutcome()
-    runner.connect(address, num_cpus)
+    runner.connect(options.address, options.num_cpus)
     return runner.run_units(spec, todo, engine, progress.commit if progress else None,
                             progress.retry if progress else None)

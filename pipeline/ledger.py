@@ -1,26 +1,24 @@
-"""The ledger (one JSON per committed unit) and the dataset index built from it.
+"""The commit protocol: ledger entries (one per committed unit), cleanup, and the index built from them.
 
 A shard exists only when its ledger entry does: the entry is written last, atomically,
 after the shard files. A rerun skips units whose entry matches the plan (same unit id,
-input fingerprint and spec hash, shard files present at their recorded sizes), which is
-both resume and nightly incremental processing. The index is rewritten from the ledger.
+input fingerprint, spec hash and tokenizer, shard files present at their recorded sizes),
+which is both resume and nightly incremental processing. Entries are read back as
+untrusted records (pipeline.dataset.records): one that fails validation is named in a
+warning and its unit is redone; cleanup deletes only tokenmill's own names.
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
+from pipeline.dataset import layout
+from pipeline.dataset.read import DatasetFolder, LedgerScan
+from pipeline.dataset.records import DatasetIndex, IndexShard, LedgerEntry, Totals
 from pipeline.plan import WorkUnit
 from pipeline.storage import Storage
 
 log = logging.getLogger(__name__)
-
-LEDGER_DIR = "_ledger"
-SHARD_DIR = "shards"
-ERROR_DIR = "_errors"
-INDEX = "dataset.json"
-INDEX_VERSION = 1
 
 
 class Ledger:
@@ -28,102 +26,108 @@ class Ledger:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+        self.folder = DatasetFolder.of(storage)
 
-    def commit(self, entry: dict[str, Any]) -> None:
+    def commit(self, entry: LedgerEntry) -> None:
         """Write a unit's entry: the commit point of its shard."""
-        data = json.dumps(entry, sort_keys=True, indent=1).encode()
-        self.storage.write_atomic(f"{LEDGER_DIR}/{entry['unit']}.json", data)
+        self.storage.write_atomic(layout.ledger_file(entry.unit), entry.to_bytes())
 
-    def entries(self) -> dict[str, dict[str, Any]]:
-        """All committed entries by unit id (unreadable entries are treated as absent)."""
-        out = {}
-        for name in self.storage.listdir(LEDGER_DIR):
-            if not name.endswith(".json"):
-                continue
-            try:
-                entry = json.loads(self.storage.read_bytes(f"{LEDGER_DIR}/{name}"))
-                out[entry["unit"]] = entry
-            except (ValueError, KeyError, FileNotFoundError) as exc:
-                log.warning("ignoring unreadable ledger entry %s: %s", name, exc)
-        return out
+    def scan(self) -> LedgerScan:
+        """Valid entries by unit id, and the problems of the others (each logged once, with its file)."""
+        scan = self.folder.ledger()
+        for problem in scan.problems.values():
+            log.warning("ledger entry ignored (its unit is redone if planned): %s", problem)
+        return scan
 
-    def shard_sizes(self) -> dict[str, int]:
-        """Sizes of the files in shards/, from one listing (cheap on object stores)."""
-        folder = self.storage.path(SHARD_DIR).rstrip("/")
-        try:
-            infos = self.storage.fs.ls(folder, detail=True, refresh=True)
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
-        inside = [i for i in infos if i["name"].rstrip("/").startswith(folder + "/")]  # `ls` of a file is itself
-        return {f"{SHARD_DIR}/{i['name'].rstrip('/').rsplit('/', 1)[-1]}": int(i.get("size") or 0) for i in inside}
+    def entries(self) -> dict[str, LedgerEntry]:
+        return self.scan().entries
 
-    def valid(self, entry: dict[str, Any], unit: WorkUnit, spec_hash: str, sizes: dict[str, int]) -> str | None:
+    def valid(self, entry: LedgerEntry, unit: WorkUnit, spec_hash: str, tokenizer_fingerprint: str | None,
+              sizes: dict[str, int]) -> str | None:
         """None when the entry commits this unit as planned, else why it must be redone."""
-        if entry.get("fingerprint") != unit.fingerprint:
+        if entry.fingerprint != unit.fingerprint:
             return "input changed"
-        if entry.get("spec_hash") != spec_hash:
+        if entry.spec_hash != spec_hash:
             return "spec changed"
-        for fmt, info in entry.get("files", {}).items():
-            if sizes.get(info["path"]) != info["size"]:
-                return f"{fmt} shard {info['path']} missing or truncated"
+        if tokenizer_fingerprint is not None and entry.tokenizer_fingerprint != tokenizer_fingerprint:
+            return "tokenizer changed"
+        for fmt, info in entry.files.items():
+            if sizes.get(info.path) != info.size:
+                return f"{fmt} shard {info.path} missing or truncated"
         return None
 
-    def split_plan(self, units: list[WorkUnit], spec_hash: str, formats: list[str]) -> tuple[list[WorkUnit], dict[str, str]]:
+    def split_plan(self, units: list[WorkUnit], spec_hash: str, formats: list[str],
+                   tokenizer_fingerprint: str | None = None) -> tuple[list[WorkUnit], dict[str, str]]:
         """Units still to run, and for each redone unit with an entry, the reason."""
-        entries, sizes = self.entries(), self.shard_sizes()
+        scan, sizes = self.scan(), self.folder.shard_sizes()
+        invalid = {rel.rsplit("/", 1)[-1].removesuffix(".json"): line for rel, line in scan.problems.items()}
         todo, redo = [], {}
         for unit in units:
-            entry = entries.get(unit.id)
-            reason = "not committed" if entry is None else self.valid(entry, unit, spec_hash, sizes)
-            if reason is None and sorted(entry.get("files", {})) != sorted(formats):
-                reason = "output formats changed"
+            entry = scan.entries.get(unit.id)
+            if entry is None:
+                reason = f"ledger entry invalid ({invalid[unit.id]})" if unit.id in invalid else "not committed"
+            else:
+                reason = self.valid(entry, unit, spec_hash, tokenizer_fingerprint, sizes)
+                if reason is None and sorted(entry.files) != sorted(formats):
+                    reason = "output formats changed"
             if reason is not None:
                 todo.append(unit)
-                if entry is not None:
+                if entry is not None or unit.id in invalid:
                     redo[unit.id] = reason
         return todo, redo
 
-    def remove_stale(self, units: list[WorkUnit], entries: dict[str, dict[str, Any]]) -> list[str]:
-        """Delete entries and shards of units no longer in the plan (deleted or changed inputs)."""
+    def remove_stale(self, units: list[WorkUnit], entries: dict[str, LedgerEntry]) -> list[str]:
+        """Delete entries and shards of units no longer in the plan (deleted or changed inputs).
+
+        Paths come from validated entries, so each is shards/<this unit's shard>.<ext>: a
+        crafted entry cannot point cleanup at another unit's files or outside the folder.
+        """
         keep = {u.id for u in units}
         stale = [unit_id for unit_id in entries if unit_id not in keep]
-        for unit_id in stale:  # shard names hash the unit id, so no planned unit shares these files
-            self.storage.remove(f"{LEDGER_DIR}/{unit_id}.json")
-            for info in entries[unit_id].get("files", {}).values():
-                self.storage.remove(info["path"])
-            self.storage.remove(f"{ERROR_DIR}/{unit_id}.parquet")
+        for unit_id in stale:
+            entry = entries[unit_id]
+            for fmt, info in entry.files.items():
+                self.storage.remove(layout.check_shard_path(info.path, entry.shard, fmt))
+            self.storage.remove(layout.errors_file(layout.check_unit_id(unit_id)))
+            self.storage.remove(layout.ledger_file(unit_id))  # last: until it goes, a rerun still sees the unit
         return stale
 
-    def remove_orphans(self, entries: dict[str, dict[str, Any]]) -> list[str]:
-        """Delete shard files no (live) ledger entry names: superseded shards, crashed half-writes."""
-        named = {info["path"] for e in entries.values() for info in e.get("files", {}).values()}
-        orphans = [p for p in self.shard_sizes() if p not in named]
-        for path in orphans:
-            self.storage.remove(path)
-        return orphans
+    def remove_invalid_entries(self, units: list[WorkUnit]) -> list[str]:
+        """Delete ledger files with tokenmill's names whose content failed validation and whose unit is not planned.
+
+        Planned units' invalid entries are overwritten by their new commit; the shard files an
+        invalid entry named are never trusted, only cleaned up as orphans if they are tokenmill's.
+        """
+        planned = {u.id for u in units}
+        scan = self.folder.ledger()
+        removed = []
+        for rel in scan.problems:
+            name = rel.rsplit("/", 1)[-1]
+            if layout.owned_ledger_file(name) and name.removesuffix(".json") not in planned:
+                self.storage.remove(f"{layout.LEDGER_DIR}/{name}")
+                removed.append(rel)
+        return removed
+
+    def remove_orphans(self, entries: dict[str, LedgerEntry]) -> list[str]:
+        """Delete tokenmill shard files (and their temporaries) no live entry names; foreign files stay."""
+        named = {info.path for e in entries.values() for info in e.files.values()}
+        orphans = []
+        for name, info in self.storage.list_detail(layout.SHARD_DIR).items():
+            rel = f"{layout.SHARD_DIR}/{name}"
+            if info["type"] == "file" and layout.owned_shard_file(name) and rel not in named:
+                self.storage.remove(rel)
+                orphans.append(rel)
+        return sorted(orphans)
 
 
-def build_index(entries: dict[str, dict[str, Any]], units: list[WorkUnit], header: dict[str, Any]) -> dict[str, Any]:
+def build_index(entries: dict[str, LedgerEntry], units: list[WorkUnit], header: dict[str, Any]) -> DatasetIndex:
     """dataset.json: the committed shards (ledger entries by unit) of the planned units, in plan order."""
-    shards = []
-    for unit in units:
-        entry = entries.get(unit.id)
-        if entry is None or entry.get("fingerprint") != unit.fingerprint:
-            continue
-        shards.append({"name": entry["shard"], "unit": unit.id, "files": entry["files"],
-                       **{k: entry[k] for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")}})
-    totals = {k: sum(s[k] for s in shards) for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")}
-    totals["n_shards"] = len(shards)
-    return {"format": "tokenmill.dataset", "version": INDEX_VERSION, **header,
-            "shards": shards, "totals": totals, "complete": len(shards) == len(units)}
+    shards = [IndexShard.from_entry(entries[u.id]) for u in units
+              if u.id in entries and entries[u.id].fingerprint == u.fingerprint]
+    totals = Totals(n_shards=len(shards), **{k: sum(getattr(s, k) for s in shards)
+                                             for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")})
+    return DatasetIndex(format=layout.INDEX_FORMAT, version=layout.INDEX_VERSION, **header, shards=shards, totals=totals, complete=len(shards) == len(units))
 
 
-def write_index(storage: Storage, index: dict[str, Any]) -> None:
-    storage.write_atomic(INDEX, json.dumps(index, sort_keys=True, indent=1).encode())
-
-
-def read_index(storage: Storage) -> dict[str, Any] | None:
-    try:
-        return json.loads(storage.read_bytes(INDEX))
-    except FileNotFoundError:
-        return None
+def write_index(storage: Storage, index: DatasetIndex) -> None:
+    storage.write_atomic(layout.INDEX, index.to_bytes())

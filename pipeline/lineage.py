@@ -14,7 +14,8 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from pipeline.report.dataset import READ_ORDER, Dataset, DatasetError, open_dataset, read_shard
+from pipeline.dataset.read import Dataset, DatasetError, ShardRef, open_dataset
+from pipeline.dataset.records import InputSlice, LedgerEntry
 
 ID_SEPARATORS = "@#/"
 
@@ -28,24 +29,24 @@ def _id_matches(sample_id: str, uri: str) -> bool:
     return sample_id == uri or (sample_id.startswith(uri) and sample_id[len(uri)] in ID_SEPARATORS)
 
 
-def _offset_in_range(sample_id: str, inp: dict) -> bool:
+def _offset_in_range(sample_id: str, inp: InputSlice) -> bool:
     """For `<uri>@<offset>` ids: whether the input's byte range [start, end) holds the offset."""
-    tail = sample_id[len(inp["uri"]):]
+    tail = sample_id[len(inp.uri):]
     if not tail.startswith("@") or not tail[1:].isdigit():
         return True
-    offset, start, end = int(tail[1:]), inp.get("start") or 0, inp.get("end")
+    offset, start, end = int(tail[1:]), inp.start or 0, inp.end
     return start <= offset and (end is None or offset < end)
 
 
-def candidates(ds: Dataset, sample_id: str) -> list[tuple[dict, dict]]:
+def candidates(ds: Dataset, sample_id: str) -> list[tuple[LedgerEntry, InputSlice]]:
     """(ledger entry, input) pairs that may hold the sample, the most likely first."""
-    found = [(e, i) for e in ds.ledger for i in e.get("inputs", []) if _id_matches(sample_id, i.get("uri", ""))]
-    return sorted(found, key=lambda ei: (not _offset_in_range(sample_id, ei[1]), -len(ei[1]["uri"])))
+    found = [(e, i) for e in ds.ledger for i in e.inputs if _id_matches(sample_id, i.uri)]
+    return sorted(found, key=lambda ei: (not _offset_in_range(sample_id, ei[1]), -len(ei[1].uri)))
 
 
 def resolve_id(ds: Dataset, sample_id: str) -> str:
     """The full id for an id or a unique end of one (`json/decoder.py`), from the ledger's inputs."""
-    uris = {i.get("uri", "") for e in ds.ledger for i in e.get("inputs", [])}
+    uris = {i.uri for e in ds.ledger for i in e.inputs}
     if any(_id_matches(sample_id, u) for u in uris):
         return sample_id
     cuts = [k for k, ch in enumerate(sample_id) if ch in ID_SEPARATORS] + [len(sample_id)]
@@ -55,16 +56,15 @@ def resolve_id(ds: Dataset, sample_id: str) -> str:
     return full.pop() if full else sample_id
 
 
-def _shard_file(entry: dict) -> tuple[str, str]:
-    files = entry.get("files", {})
-    for fmt in READ_ORDER:
-        if fmt in files:
-            return fmt, files[fmt]["path"]
-    raise DatasetError(f"ledger entry {entry.get('unit')} lists no shard file")
+def _shard_file(ds: Dataset, entry: LedgerEntry) -> ShardRef:
+    ref = ds.folder.shard_ref(entry)
+    if ref is None:
+        raise DatasetError(f"ledger entry {entry.unit} lists no shard file")
+    return ref
 
 
 def _indexed(ds: Dataset) -> set[str]:
-    return {s.get("name") for s in ds.index["shards"]}
+    return {s.name for s in ds.index.shards}
 
 
 def find_sample(out_dir: str, sample_id: str, *, storage_options: dict | None = None) -> dict:
@@ -73,14 +73,14 @@ def find_sample(out_dir: str, sample_id: str, *, storage_options: dict | None = 
     sample_id = resolve_id(ds, sample_id)
     pairs = candidates(ds, sample_id)
     for n_read, (entry, inp) in enumerate(pairs, start=1):
-        fmt, path = _shard_file(entry)
-        ids = read_shard(ds.fs, ds.path(path), fmt, ["id"])["id"]
+        ref = _shard_file(ds, entry)
+        ids = ds.folder.read_table(ref, ["id"])["id"]
         row = pc.index(ids, sample_id).as_py()
         if row >= 0:
-            return {"sample": sample_id, "shard": entry.get("shard"), "row": row, "unit": entry.get("unit"),
-                    "input": inp, "file": path, "format": fmt, "in_index": entry.get("shard") in _indexed(ds),
+            return {"sample": sample_id, "shard": entry.shard, "row": row, "unit": entry.unit,
+                    "input": inp.to_json(), "file": ref.rel, "format": ref.fmt, "in_index": entry.shard in _indexed(ds),
                     "shards_read": n_read}
-    looked = ", ".join(sorted({e.get("shard", "?") for e, _ in pairs})) or "none"
+    looked = ", ".join(sorted({e.shard for e, _ in pairs})) or "none"
     raise NotFound(f"sample {sample_id!r} is not in {out_dir} (no input of the ledger is a prefix of it)"
                    if not pairs else f"sample {sample_id!r} is not in the shards of its input ({looked})")
 
@@ -96,12 +96,12 @@ def find_source(out_dir: str, uri: str, *, storage_options: dict | None = None) 
     indexed = _indexed(ds)
     out = []
     for entry in ds.ledger:
-        inputs = [i for i in entry.get("inputs", []) if _source_matches(uri, i.get("uri", ""))]
+        inputs = [i.to_json() for i in entry.inputs if _source_matches(uri, i.uri)]
         if inputs:
-            out.append({"shard": entry.get("shard"), "unit": entry.get("unit"), "inputs": inputs,
-                        "files": {k: v["path"] for k, v in entry.get("files", {}).items()},
-                        "n_samples": entry.get("n_samples"), "n_errors": entry.get("n_errors"),
-                        "in_index": entry.get("shard") in indexed})
+            out.append({"shard": entry.shard, "unit": entry.unit, "inputs": inputs,
+                        "files": {k: v.path for k, v in entry.files.items()},
+                        "n_samples": entry.n_samples, "n_errors": entry.n_errors,
+                        "in_index": entry.shard in indexed})
     if not out:
         raise NotFound(f"no unit of {out_dir} read {uri!r} ({len(ds.ledger)} ledger entries looked at)")
     return out
@@ -112,9 +112,9 @@ def shard_inputs(out_dir: str, shard: str, *, storage_options: dict | None = Non
     ds = open_dataset(out_dir, storage_options)
     name = shard.rsplit("/", 1)[-1].split(".", 1)[0]
     for entry in ds.ledger:
-        if entry.get("shard") == name:
-            return {"shard": name, "unit": entry.get("unit"), "inputs": entry.get("inputs", []),
-                    "n_samples": entry.get("n_samples"), "in_index": name in _indexed(ds)}
+        if entry.shard == name:
+            return {"shard": name, "unit": entry.unit, "inputs": [i.to_json() for i in entry.inputs],
+                    "n_samples": entry.n_samples, "in_index": name in _indexed(ds)}
     raise NotFound(f"no ledger entry of {out_dir} wrote shard {name!r}")
 
 

@@ -13,10 +13,10 @@ import threading
 import time
 import uuid
 
+from pipeline.dataset.layout import LOCK
 from pipeline.errors import OutputError
 from pipeline.storage import Storage
 
-LOCK = "_lock"
 LEASE_S = 60.0
 HEARTBEAT_S = 10.0
 

@@ -13,8 +13,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator
 
+from pipeline.dataset import layout
 from pipeline.errors import SpecError
-
 from pipeline.spec import JobSpec
 from pipeline.storage import filesystem, is_local
 
@@ -58,8 +58,7 @@ class WorkUnit:
 
     @property
     def shard_name(self) -> str:
-        digest = hashlib.sha256(f"{self.id}\n{self.fingerprint}".encode()).hexdigest()
-        return f"part-{digest[:16]}"
+        return layout.shard_name(self.id, self.fingerprint)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "fingerprint": self.fingerprint, "n_bytes": self.n_bytes,
@@ -132,7 +131,7 @@ def _static_prefix(path: str) -> str:
 def _is_hidden(path: str) -> bool:
     """Skip temporary and hidden files (.tmp, .git) and tokenmill's own output folders."""
     parts = path.split("/")
-    return any(p.startswith(".") or p in ("_ledger", "_errors") for p in parts) or ".tmp-" in parts[-1]
+    return any(p.startswith(".") or p in (layout.LEDGER_DIR, layout.ERROR_DIR) for p in parts) or layout.TMP_MARK in parts[-1]
 
 
 def _unit_id(refs: Iterable[InputRef]) -> str:

@@ -4,7 +4,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pipeline.rates import mb_per_s
+
+if TYPE_CHECKING:
+    from pipeline.dataset.records import LedgerEntry
 
 log = logging.getLogger("tokenmill.progress")
 
@@ -22,13 +27,13 @@ class Progress:
         self._last = 0.0
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
-    def commit(self, entry: dict[str, Any]) -> None:
+    def commit(self, entry: "LedgerEntry") -> None:
         self.first_commit = self.first_commit or time.time()
         self.units += 1
-        self.samples += entry["n_samples"]
-        self.tokens += entry["n_tokens"]
-        self.bytes += entry["n_bytes"]
-        self.errors += entry["n_errors"]
+        self.samples += entry.n_samples
+        self.tokens += entry.n_tokens
+        self.bytes += entry.n_bytes
+        self.errors += entry.n_errors
         self.draw()
 
     def retry(self, unit: Any, message: str) -> None:
@@ -36,7 +41,7 @@ class Progress:
         self.draw(force=True)
 
     def mb_s(self) -> float:
-        return self.bytes / max(time.time() - self.started, 1e-9) / 1e6
+        return mb_per_s(self.bytes, time.time() - self.started)
 
     def line(self) -> str:
         return (f"units {self.units}/{self.total} | docs {self.samples:,} | tokens {self.tokens:,} | "

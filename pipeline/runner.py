@@ -14,7 +14,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep a local Ray on 127.0.0.1
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -25,6 +25,9 @@ from ray.exceptions import RayActorError, RayTaskError  # noqa: E402
 from pipeline.errors import UnitFailed  # noqa: E402
 from pipeline.plan import WorkUnit  # noqa: E402
 from pipeline.spec import JobSpec  # noqa: E402
+
+if TYPE_CHECKING:
+    from pipeline.dataset.records import LedgerEntry
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ class UnitWorker:
 class RunOutcome:
     """What the actor pool did: committed entries, retries and units that failed for good."""
 
-    committed: list[dict[str, Any]] = field(default_factory=list)
+    committed: list["LedgerEntry"] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     retries: int = 0
     workers_replaced: int = 0

@@ -1,4 +1,4 @@
-"""The machine-readable contracts in schemas/: job spec (generated), shard columns, index, ledger.
+"""The machine-readable contracts in schemas/: job spec, shard columns, and the records of pipeline.dataset.
 
 `python -m pipeline.schemas` rewrites the files; tests/test_schemas.py fails when they drift.
 """
@@ -11,6 +11,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.dataset import layout
+from pipeline.dataset.layout import SHARD_FORMAT_VERSION
+from pipeline.dataset.records import RECORDS
 from pipeline.shard import SPAN_TYPE, base_schema
 from pipeline.spec import json_schema
 
@@ -23,49 +26,23 @@ def shard_schema() -> dict[str, Any]:
     """The Arrow shard columns as JSON: required columns in order, then optional ones."""
     columns = [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in base_schema("uint16")]
     columns[3]["type"] = "list<item: uint16> | list<item: uint32>"
-    return {"title": "tokenmill shard (Arrow IPC / Parquet)", "format_version": 1, "columns": columns,
+    return {"title": "tokenmill shard (Arrow IPC / Parquet)", "format_version": SHARD_FORMAT_VERSION, "columns": columns,
             "optional_columns": [{"name": k, "type": v} for k, v in OPTIONAL_COLUMNS.items()],
-            "metadata_keys": ["tokenmill.format_version", "tokenmill.tokenizer_fingerprint", "tokenmill.spec_hash",
-                              "tokenmill.base_vocab_size", "tokenmill.dynamic_vocab (optional)"]}
+            "metadata_keys": [layout.META_FORMAT_VERSION, layout.META_TOKENIZER, layout.META_SPEC_HASH,
+                              layout.META_BASE_VOCAB, f"{layout.META_DYNAMIC} (optional)"]}
 
 
-def _file_entry() -> dict[str, Any]:
-    return {"type": "object", "required": ["path", "size", "sha256"],
-            "properties": {"path": {"type": "string"}, "size": {"type": "integer"}, "sha256": {"type": "string"}}}
-
-
-COUNTS = {k: {"type": "integer", "minimum": 0} for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")}
-
-
-def dataset_schema() -> dict[str, Any]:
-    shard = {"type": "object", "required": ["name", "unit", "files", *COUNTS],
-             "properties": {"name": {"type": "string"}, "unit": {"type": "string"},
-                            "files": {"type": "object", "additionalProperties": _file_entry()}, **COUNTS}}
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "tokenmill dataset.json",
-            "type": "object",
-            "required": ["format", "version", "name", "spec_hash", "tokenizer", "token_dtype", "shards", "totals"],
-            "properties": {
-                "format": {"const": "tokenmill.dataset"}, "version": {"const": 1}, "name": {"type": "string"},
-                "spec_hash": {"type": "string"}, "modality": {"type": "string"},
-                "tokenizer": {"type": "object", "required": ["kind", "fingerprint", "vocab_size"]},
-                "token_dtype": {"enum": ["uint16", "uint32"]}, "formats": {"type": "array"},
-                "shards": {"type": "array", "items": shard},
-                "totals": {"type": "object", "required": ["n_shards", *COUNTS]}}}
-
-
-def ledger_schema() -> dict[str, Any]:
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "tokenmill ledger entry",
-            "type": "object",
-            "required": ["version", "unit", "fingerprint", "shard", "spec_hash", "tokenizer_fingerprint", "inputs",
-                         "files", *COUNTS, "run"],
-            "properties": {"unit": {"type": "string"}, "fingerprint": {"type": "string"},
-                           "files": {"type": "object", "additionalProperties": _file_entry()},
-                           "inputs": {"type": "array", "items": {"type": "object", "required": ["uri", "size"]}},
-                           **COUNTS}}
+def _record_schema(name: str, title: str):
+    def schema() -> dict[str, Any]:
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title,
+                **RECORDS[name].model_json_schema()}
+    return schema
 
 
 SCHEMAS = {"job.schema.json": json_schema, "shard.schema.json": shard_schema,
-           "dataset.schema.json": dataset_schema, "ledger.schema.json": ledger_schema}
+           "dataset.schema.json": _record_schema("dataset", "tokenmill dataset.json"),
+           "ledger.schema.json": _record_schema("ledger", "tokenmill ledger entry (_ledger/<unit>.json)"),
+           "run_state.schema.json": _record_schema("run_state", "tokenmill run state (_run.json)")}
 
 
 def render(name: str) -> str:

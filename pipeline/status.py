@@ -5,47 +5,47 @@ import json
 import time
 from typing import Any
 
+from pipeline.dataset import layout
+from pipeline.dataset.read import DatasetFolder
 from pipeline.errors import OutputError
-from pipeline.ledger import Ledger, read_index
-from pipeline.storage import Storage
+from pipeline.rates import mb_per_s
 
 
 def dataset_status(out: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Progress from the run state file and the ledger (no Ray needed)."""
-    storage = Storage(out, storage_options)
-    try:
-        state = json.loads(storage.read_bytes("_run.json"))
-    except FileNotFoundError:
-        state = None
-    index = read_index(storage)
-    if state is None and index is None:
-        raise OutputError(f"{out} is not a tokenmill dataset (no dataset.json or _run.json)")
-    if state and state.get("state") == "running" and not _driver_alive(storage):
-        state = {**state, "state": "interrupted (its driver is gone; run the job again to resume)"}
-    entries = list(Ledger(storage).entries().values())
-    started = (state or {}).get("started", 0.0)
-    this_run = [e for e in entries if e["run"]["started"] >= started - 1e-6]
-    n_bytes = sum(e["n_bytes"] for e in this_run)
-    finished = (state or {}).get("finished") or time.time()
-    todo = (state or {}).get("units_todo", 0)
-    unfinished = (state or {}).get("state", "").startswith(("running", "interrupted"))
+    """Progress from the run state file and the ledger (no Ray needed); names what it could not use."""
+    folder = DatasetFolder(out, storage_options)
+    state = folder.run_state()
+    index, index_problem = folder.index_or_problem()
+    if state is None and index is None and index_problem is None:
+        raise OutputError(f"{out} is not a tokenmill dataset (no {layout.INDEX} or {layout.RUN_STATE})")
+    state_name = state.state if state else "finished"
+    if state and state.state == "running" and not _driver_alive(folder):
+        state_name = "interrupted (its driver is gone; run the job again to resume)"
+    scan = folder.ledger()
+    entries = list(scan.entries.values())
+    started = state.started if state else 0.0
+    this_run = [e for e in entries if e.run.started >= started - 1e-6]
+    finished = (state.finished if state else None) or time.time()
+    unfinished = state_name.startswith(("running", "interrupted"))
     return {
-        "output": out, "state": (state or {}).get("state", "finished"),
-        "units_total": (state or {}).get("units_total", len(entries)),
+        "output": out, "state": state_name,
+        "units_total": state.units_total if state else len(entries),
         "units_committed": len(entries), "units_committed_this_run": len(this_run),
-        "units_pending": max(0, todo - len(this_run)) if unfinished else 0,
-        "samples": sum(e["n_samples"] for e in entries), "tokens": sum(e["n_tokens"] for e in entries),
-        "errors": sum(e["n_errors"] for e in entries),
-        "run_mb_s": round(n_bytes / max(finished - started, 1e-9) / 1e6, 3) if this_run else 0.0,
-        "index_totals": (index or {}).get("totals"),
+        "units_pending": max(0, state.units_todo - len(this_run)) if state and unfinished else 0,
+        "samples": sum(e.n_samples for e in entries), "tokens": sum(e.n_tokens for e in entries),
+        "errors": sum(e.n_errors for e in entries),
+        "run_mb_s": mb_per_s(sum(e.n_bytes for e in this_run), finished - started) if this_run else 0.0,
+        "index_totals": index.totals.to_json() if index else None,
+        "problems": ([index_problem] if index_problem else []) + sorted(scan.problems.values()),
+        "foreign": folder.foreign(),
     }
 
 
-def _driver_alive(storage: Storage) -> bool:
+def _driver_alive(folder: DatasetFolder) -> bool:
     """Whether the run that wrote _run.json still holds the output's lease."""
-    from pipeline.lock import LOCK, holder_alive
+    from pipeline.lock import holder_alive
     try:
-        return holder_alive(json.loads(storage.read_bytes(LOCK)))
+        return holder_alive(json.loads(folder.storage.read_bytes(layout.LOCK)))
     except (FileNotFoundError, ValueError):
         return False
 
@@ -56,4 +56,7 @@ def format_status(s: dict[str, Any]) -> str:
              f"({s['units_committed_this_run']} in the latest run)",
              f"  samples {s['samples']:,}, tokens {s['tokens']:,}, quarantined {s['errors']}, "
              f"latest run {s['run_mb_s']} MB/s"]
+    lines += [f"  problem: {p} (the next run redoes or rebuilds it)" for p in s["problems"]]
+    if s["foreign"]:
+        lines.append(f"  not tokenmill's (left as they are): {', '.join(s['foreign'])}")
     return "\n".join(lines)

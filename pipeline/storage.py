@@ -11,6 +11,8 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
+from pipeline.dataset.layout import temporary_name
+
 _LOCAL_PROTOCOLS = ("file", "local")
 
 
@@ -42,7 +44,7 @@ class Storage:
         target = self.path(rel)
         if self.local:
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+            tmp = temporary_name(target, uuid.uuid4().hex)
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -70,6 +72,20 @@ class Storage:
         except FileNotFoundError:
             return []
         return sorted(os.path.basename(e.rstrip("/")) for e in entries)
+
+    def list_detail(self, rel: str) -> dict[str, dict[str, Any]]:
+        """Entries directly under `rel`: name -> {"size", "type" ("file", "directory", ...)}; {} when absent."""
+        folder = self.path(rel).rstrip("/")
+        try:
+            infos = self.fs.ls(folder, detail=True, refresh=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        out = {}
+        for info in infos:
+            name = info["name"].rstrip("/")
+            if name.startswith(folder + "/"):  # `ls` of a file is the file itself
+                out[name.rsplit("/", 1)[-1]] = {"size": int(info.get("size") or 0), "type": info.get("type", "file")}
+        return out
 
     def remove(self, rel: str) -> None:
         try:

@@ -19,9 +19,11 @@ import pyarrow.parquet as pq
 
 from pipeline.decoders import decoder_for
 from pipeline.errors import DecodeError, Quarantined, UnitFailed
-from pipeline.ledger import ERROR_DIR, SHARD_DIR, Ledger
+from pipeline.dataset import layout
+from pipeline.dataset.records import LedgerEntry, quarantine_table
+from pipeline.ledger import Ledger
 from pipeline.plan import WorkUnit
-from pipeline.shard import FORMAT_VERSION, build_table, public_columns, token_dtype
+from pipeline.shard import build_table, public_columns, token_dtype
 from pipeline.sinks import writer_for
 from pipeline.sources import RawRecord, reader_for
 from pipeline.spec import TEXT_MODALITIES, JobSpec
@@ -61,7 +63,7 @@ class UnitProcessor:
         self.decode = decoder_for(spec.source.modality)
         self.dtype = output_dtype(spec, self.tokenizer)
         self.spec_hash = spec.spec_hash()
-        self.metadata = {"format_version": FORMAT_VERSION, "tokenizer_fingerprint": self.tokenizer.fingerprint,
+        self.metadata = {"format_version": str(layout.SHARD_FORMAT_VERSION), "tokenizer_fingerprint": self.tokenizer.fingerprint,
                          "spec_hash": self.spec_hash, "base_vocab_size": str(self.tokenizer.vocab_size)}
         self.stages = self._build_stages()
         self.needs_text = any(s.needs_text for s in spec.stages) and spec.source.modality in TEXT_MODALITIES
@@ -75,7 +77,7 @@ class UnitProcessor:
                            codebook=self.tokenizer.codebook())
         return build_stages(self.spec.stages, ctx)
 
-    def __call__(self, unit: WorkUnit, attempt: int = 1) -> dict[str, Any]:
+    def __call__(self, unit: WorkUnit, attempt: int = 1) -> LedgerEntry:
         started = time.time()
         table, errors = self.tokenize_unit(unit)
         stage_stats = {}
@@ -167,29 +169,26 @@ class UnitProcessor:
         for fmt in self.spec.sink.formats:
             ext, to_bytes = writer_for(fmt)
             data = to_bytes(table if fmt == "webdataset" else public)  # the tar may carry the source member
-            path = f"{SHARD_DIR}/{unit.shard_name}{ext}"
+            path = layout.shard_file(unit.shard_name, fmt)
             self.storage.write_atomic(path, data)
             files[fmt] = {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         return files
 
     def write_errors(self, unit: WorkUnit, errors: list[Quarantined]) -> None:
-        table = pa.table({k: pa.array([getattr(e, k) for e in errors], pa.string())
-                          for k in ("uri", "member", "reason", "stage")})
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        self.storage.write_atomic(f"{ERROR_DIR}/{unit.id}.parquet", sink.getvalue().to_pybytes())
+        pq.write_table(quarantine_table(errors), sink)
+        self.storage.write_atomic(layout.errors_file(unit.id), sink.getvalue().to_pybytes())
 
     def ledger_entry(self, unit: WorkUnit, table: pa.Table, files: dict[str, Any], n_errors: int,
-                     stage_stats: dict[str, Any], started: float, attempt: int) -> dict[str, Any]:
+                     stage_stats: dict[str, Any], started: float, attempt: int) -> LedgerEntry:
         tokens = table.column("tokens")
         finished = time.time()
-        return {
-            "version": 1, "unit": unit.id, "fingerprint": unit.fingerprint, "shard": unit.shard_name,
-            "spec_hash": self.spec_hash, "tokenizer_fingerprint": self.tokenizer.fingerprint,
-            "inputs": unit.to_json()["inputs"], "files": files,
-            "n_samples": table.num_rows, "n_tokens": int(pc.sum(pc.list_value_length(tokens)).as_py() or 0),
-            "n_bytes": int(pc.sum(table.column("n_bytes")).as_py() or 0), "n_errors": n_errors,
-            "stage_stats": stage_stats,
-            "run": {"host": socket.gethostname(), "pid": os.getpid(), "started": started, "finished": finished,
-                    "seconds": round(finished - started, 4), "attempt": attempt, "engine": self.tokenizer.engine},
-        }
+        return LedgerEntry(
+            unit=unit.id, fingerprint=unit.fingerprint, shard=unit.shard_name,
+            spec_hash=self.spec_hash, tokenizer_fingerprint=self.tokenizer.fingerprint,
+            inputs=unit.to_json()["inputs"], files=files,
+            n_samples=table.num_rows, n_tokens=int(pc.sum(pc.list_value_length(tokens)).as_py() or 0),
+            n_bytes=int(pc.sum(table.column("n_bytes")).as_py() or 0), n_errors=n_errors,
+            stage_stats=stage_stats,
+            run={"host": socket.gethostname(), "pid": os.getpid(), "started": started, "finished": finished,
+                 "seconds": round(finished - started, 4), "attempt": attempt, "engine": self.tokenizer.engine})

@@ -74,7 +74,7 @@ def test_missing_truncated_and_half_written_shards_are_redone(root, bpe_tokenize
     shards = sorted((root / "out" / "shards").iterdir())
     shards[0].unlink()
     shards[1].write_bytes(shards[1].read_bytes()[:100])
-    (root / "out" / "shards" / "part-deadbeef.arrow.tmp-1234").write_bytes(b"half")
+    (root / "out" / "shards" / f"{shards[2].name}.tmp-{'a' * 32}").write_bytes(b"half")  # as write_atomic names it
     log = run_ok(nightly, ray_address)
     assert "missing or truncated" in log and "2 redone" in log
     assert {p.name: p.read_bytes() for p in (root / "out" / "shards").iterdir()} == clean

@@ -26,14 +26,14 @@ def test_unit_commits_shards_then_ledger_and_keeps_sources(tmp_path):
     units = make_plan(spec)
     processor = UnitProcessor(spec)
     entries = [processor(u) for u in units]
-    assert sum(e["n_samples"] for e in entries) == len([f for f in files if f.stat().st_size])
-    assert sum(e["n_errors"] for e in entries) == 1 + sum(f.stat().st_size == 0 for f in files)
+    assert sum(e.n_samples for e in entries) == len([f for f in files if f.stat().st_size])
+    assert sum(e.n_errors for e in entries) == 1 + sum(f.stat().st_size == 0 for f in files)
     committed = Ledger(processor.storage).entries()
     assert set(committed) == {u.id for u in units}
     entry = entries[0]
-    arrow = pa.ipc.open_file(tmp_path / "out" / entry["files"]["arrow"]["path"]).read_all()
+    arrow = pa.ipc.open_file(tmp_path / "out" / entry.files["arrow"].path).read_all()
     assert not [c for c in arrow.column_names if c.startswith("_")]
-    with tarfile.open(tmp_path / "out" / entry["files"]["webdataset"]["path"]) as tar:
+    with tarfile.open(tmp_path / "out" / entry.files["webdataset"].path) as tar:
         names = tar.getnames()
         meta = json.loads(tar.extractfile(names[0]).read())
         original = tar.extractfile(names[2]).read()
@@ -47,4 +47,4 @@ def test_same_unit_gives_the_same_bytes_anywhere(tmp_path):
     spec_b = spec_a.model_copy(update={"sink": spec_a.sink.model_copy(update={"uri": str(tmp_path / "elsewhere")})})
     unit = make_plan(spec_a)[0]
     a, b = UnitProcessor(spec_a)(unit), UnitProcessor(spec_b)(unit)
-    assert a["files"] == b["files"]  # same paths, sizes and sha256: no location inside the shard
+    assert a.files == b.files  # same paths, sizes and sha256: no location inside the shard

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from pipeline.loader.index import DatasetIndex, ShardData, open_shard
+from pipeline.loader.index import OpenIndex, ShardData, open_shard
 
 
 class ShardCache:
     """Shard number -> opened shard, least recently used evicted; a context manager."""
 
-    def __init__(self, index: DatasetIndex, keep: int = 2, prefetch: int = 1) -> None:
+    def __init__(self, index: OpenIndex, keep: int = 2, prefetch: int = 1) -> None:
         self.index = index
         self.keep = keep
         self.prefetch_n = 0 if index.local else prefetch

@@ -1,31 +1,27 @@
-"""Loader side of the output contract: read dataset.json and open its shards, checked.
+"""Loader side of the output contract: an opened dataset.json and its shards' token columns, checked.
 
-Local Arrow shards are memory-mapped (zero-copy: a document is a view into the page
-cache); remote shards are read whole, one at a time, so memory holds at most the shards
-in flight, never the dataset. Every shard is checked against the index before use.
+Reading goes through the one dataset reader (pipeline.dataset.read): local Arrow shards are
+memory-mapped (zero-copy: a document is a view into the page cache); remote shards are read
+whole, one at a time, so memory holds at most the shards in flight, never the dataset.
+Every shard is checked against the index before use.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 
-from pipeline.storage import filesystem, is_local
-
+from pipeline.dataset import layout
+from pipeline.dataset.read import DatasetError, DatasetFolder, IndexMissing, ShardRef, ShardUnreadable
+from pipeline.dataset.records import DatasetIndex
 
 TOKEN_DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 _ARROW_TYPES = {"uint16": pa.uint16(), "uint32": pa.uint32()}
-_META_FINGERPRINT = b"tokenmill.tokenizer_fingerprint"
-_META_VERSION = b"tokenmill.format_version"
-_META_DYNAMIC = b"tokenmill.dynamic_vocab"
+LOADER_FORMATS = ("arrow", "parquet")
 
 
 class ShardError(RuntimeError):
@@ -41,29 +37,44 @@ class ShardMissing(ShardError):
 
 
 @dataclass(frozen=True)
-class ShardRef:
-    """One shard as listed in dataset.json: where its rows are and how many."""
+class OpenIndex:
+    """A validated dataset.json, its folder, and the Arrow (else Parquet) file of each shard, in index order."""
 
-    name: str
-    path: str
-    fmt: str
-    n_samples: int
-    size: int | None
-
-
-@dataclass(frozen=True)
-class DatasetIndex:
-    """A parsed dataset.json with its filesystem; shards in index (= input) order."""
-
-    uri: str
-    fs: Any
-    local: bool
-    name: str
-    tokenizer_fingerprint: str
-    token_dtype: str
-    eos_id: int | None
-    vocab_size: int | None
+    folder: DatasetFolder
+    record: DatasetIndex
     shards: tuple[ShardRef, ...]
+
+    @property
+    def uri(self) -> str:
+        return self.folder.uri
+
+    @property
+    def fs(self) -> Any:
+        return self.folder.fs
+
+    @property
+    def local(self) -> bool:
+        return self.folder.local
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        return self.record.tokenizer.fingerprint
+
+    @property
+    def token_dtype(self) -> str:
+        return self.record.token_dtype
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.record.tokenizer.eos_id
+
+    @property
+    def vocab_size(self) -> int | None:
+        return self.record.tokenizer.vocab_size
 
     @property
     def fingerprint(self) -> str:
@@ -71,45 +82,25 @@ class DatasetIndex:
         items = [self.tokenizer_fingerprint] + [f"{s.name}:{s.n_samples}" for s in self.shards]
         return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
 
-    def without(self, names: set[str]) -> "DatasetIndex":
-        kept = tuple(s for s in self.shards if s.name not in names)
-        return DatasetIndex(self.uri, self.fs, self.local, self.name, self.tokenizer_fingerprint,
-                            self.token_dtype, self.eos_id, self.vocab_size, kept)
+    def without(self, names: set[str]) -> "OpenIndex":
+        return replace(self, shards=tuple(s for s in self.shards if s.name not in names))
 
 
-def load_index(uri: str, storage_options: dict[str, Any] | None = None) -> DatasetIndex:
-    """Read dataset.json (`uri` is the file or the folder that holds it)."""
-    fs, path = filesystem(uri, storage_options)
-    if not path.endswith(".json"):
-        path = posixpath.join(path.rstrip("/"), "dataset.json")
+def load_index(uri: str, storage_options: dict[str, Any] | None = None) -> OpenIndex:
+    """Read and validate dataset.json (`uri` is the folder or the file itself)."""
+    folder = DatasetFolder(uri, storage_options)
     try:
-        doc = json.loads(fs.cat_file(path))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no dataset index at {uri} (looked for {path})") from None
-    if doc.get("format") != "tokenmill.dataset" or doc.get("version") != 1:
-        raise ValueError(f"{path}: not a tokenmill dataset index of version 1 "
-                         f"(format={doc.get('format')!r}, version={doc.get('version')!r})")
-    root = posixpath.dirname(path)
-    shards = tuple(_shard_ref(root, s, path) for s in doc["shards"])
-    tok = doc["tokenizer"]
-    if doc["token_dtype"] not in TOKEN_DTYPES:
-        raise ValueError(f"{path}: token_dtype {doc['token_dtype']!r} is not uint16 or uint32")
-    return DatasetIndex(uri, fs, is_local(fs), doc.get("name", ""), tok["fingerprint"],
-                        doc["token_dtype"], tok.get("eos_id"), tok.get("vocab_size"), shards)
-
-
-def _shard_ref(root: str, entry: dict[str, Any], index_path: str) -> ShardRef:
-    """Pick the Arrow file (else Parquet) of one index entry; refuse paths leaving the root."""
-    files = entry.get("files", {})
-    fmt = "arrow" if "arrow" in files else "parquet" if "parquet" in files else None
-    if fmt is None:
-        raise ValueError(f"{index_path}: shard {entry['name']} has no arrow or parquet file "
-                         f"(formats: {sorted(files)}); the loader reads arrow or parquet")
-    rel = files[fmt]["path"]
-    if rel.startswith("/") or ".." in rel.split("/"):
-        raise ValueError(f"{index_path}: shard {entry['name']} path {rel!r} leaves the dataset folder")
-    return ShardRef(entry["name"], posixpath.join(root, rel), fmt, int(entry["n_samples"]),
-                    files[fmt].get("size"))
+        record = folder.index()
+    except IndexMissing as exc:
+        raise FileNotFoundError(str(exc)) from None
+    shards = []
+    for shard in record.shards:
+        ref = folder.shard_ref(shard, LOADER_FORMATS)
+        if ref is None:
+            raise DatasetError(f"{folder.path(layout.INDEX)}: shard {shard.name} has no arrow or parquet file "
+                               f"(formats: {sorted(shard.files)}); the loader reads arrow or parquet")
+        shards.append(ref)
+    return OpenIndex(folder, record, tuple(shards))
 
 
 class ShardData:
@@ -154,42 +145,31 @@ class ShardData:
         return [self._vocab.expand(d, start + i) for i, d in enumerate(docs)]
 
 
-def open_shard(index: DatasetIndex, ref: ShardRef) -> ShardData:
+def open_shard(index: OpenIndex, ref: ShardRef) -> ShardData:
     """Open and check one shard: present, complete, same schema and tokenizer as the index."""
     try:
-        table = _read_tokens(index, ref)
-    except FileNotFoundError:
-        raise ShardMissing(ref.name, ref.path, "file not found") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ShardError(ref.name, ref.path, f"unreadable, truncated or corrupt: {exc}") from exc
+        table = index.folder.read_table(ref, ["tokens"])
+    except ShardUnreadable as exc:
+        kind = ShardMissing if exc.reason == "file not found" else ShardError
+        raise kind(ref.name, ref.path, exc.reason) from None
     meta = table.schema.metadata or {}
     _check_schema(index, ref, table.schema, meta, table.num_rows)
     dynamic = json.loads(meta[_META_DYNAMIC]) if _META_DYNAMIC in meta else None
     return ShardData(ref, table.column("tokens"), dynamic)
 
 
-def _read_tokens(index: DatasetIndex, ref: ShardRef) -> pa.Table:
-    """Memory-map a local Arrow file; read a remote one whole (it streams, then is held)."""
-    if index.local and ref.size is not None and os.path.getsize(ref.path) != ref.size:
-        raise ShardError(ref.name, ref.path, f"truncated or changed: {os.path.getsize(ref.path)} "
-                                             f"bytes on disk, index says {ref.size}")
-    if ref.fmt == "parquet":
-        source = ref.path if index.local else index.fs.open(ref.path, "rb")
-        return pq.read_table(source, columns=["tokens"], memory_map=index.local)
-    if index.local:
-        return ipc.open_file(pa.memory_map(ref.path)).read_all()
-    data = index.fs.cat_file(ref.path)
-    if ref.size is not None and len(data) != ref.size:
-        raise ShardError(ref.name, ref.path, f"truncated or changed: {len(data)} bytes, index says {ref.size}")
-    return ipc.open_file(pa.py_buffer(data)).read_all()
+_META_VERSION = layout.META_FORMAT_VERSION.encode()
+_META_FINGERPRINT = layout.META_TOKENIZER.encode()
+_META_DYNAMIC = layout.META_DYNAMIC.encode()
 
 
-def _check_schema(index: DatasetIndex, ref: ShardRef, schema: pa.Schema, meta: dict, n_rows: int) -> None:
+def _check_schema(index: OpenIndex, ref: ShardRef, schema: pa.Schema, meta: dict, n_rows: int) -> None:
     """Refuse a shard that is not the one the index describes."""
     def refuse(reason: str) -> None:
         raise ShardError(ref.name, ref.path, reason)
-    if meta.get(_META_VERSION) != b"1":
-        refuse(f"shard format_version {meta.get(_META_VERSION)!r}, this loader reads version 1")
+    if meta.get(_META_VERSION) != str(layout.SHARD_FORMAT_VERSION).encode():
+        refuse(f"shard format_version {meta.get(_META_VERSION)!r}, this loader reads version "
+               f"{layout.SHARD_FORMAT_VERSION}")
     found = meta.get(_META_FINGERPRINT, b"").decode()
     if found != index.tokenizer_fingerprint:
         refuse(f"tokenizer fingerprint {found[:16]!r} differs from the index's "

@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.loader.batch import LAYOUTS, Batch, Batcher
 from pipeline.loader.cache import ShardCache
-from pipeline.loader.index import DatasetIndex, ShardError, ShardMissing, load_index
+from pipeline.loader.index import OpenIndex, ShardError, ShardMissing, load_index
 from pipeline.loader.pack import IGNORE_INDEX, MODES, Packer, Windows
 from pipeline.loader.split import Stream, consumer_pieces, epoch_pieces
 
@@ -51,7 +51,7 @@ class TokenDataset(IterableDataset):
         self.seed, self.shuffle, self.epoch, self.mode = seed, shuffle, epoch, mode
         self.shuffle_buffer, self.expand_dynamic, self.drop_last = shuffle_buffer, expand_dynamic, drop_last
         self.prefetch, self.batch_size, self.layout = prefetch, batch_size, layout
-        self.index: DatasetIndex = load_index(index, storage_options)
+        self.index: OpenIndex = load_index(index, storage_options)
         if on_missing == "skip":
             self.index = _skip_missing(self.index)
         if layout == "compact" and (self.index.vocab_size or 0) > 2**31:
@@ -236,7 +236,7 @@ def _check_args(seq_len: int, rank: int, world_size: int, mode: str, shuffle_buf
         raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
 
 
-def _skip_missing(index: DatasetIndex) -> DatasetIndex:
+def _skip_missing(index: OpenIndex) -> OpenIndex:
     """Drop shards whose file is gone, with a warning naming them (on_missing='skip')."""
     missing = {s.name for s in index.shards if not index.fs.exists(s.path)}
     for name in sorted(missing):

@@ -1,8 +1,8 @@
 """Dataset statistics (dask) and the HTML report: `tokenmill report OUT` and `tokenmill stats OUT --json`.
 
 `compute_stats` returns plain JSON-ready numbers; `write_report` renders the same numbers
-into OUT/report.html. Modules: report_dataset (reading OUT), report_stats (the dask graph),
-report_summary / report_throughput (numbers), report_plots + report_html (the page).
+into OUT/report.html. OUT is read by pipeline.dataset.read; here: stats (the dask graph),
+summary / throughput (numbers), plots + html (the page).
 """
 from __future__ import annotations
 
@@ -13,26 +13,27 @@ import sys
 import time
 
 from pipeline.report import summary
-from pipeline.report.dataset import Dataset, DatasetError, open_dataset, read_errors, shard_refs
+from pipeline.dataset import layout
+from pipeline.dataset.read import Dataset, DatasetError, open_dataset
 from pipeline.report.stats import ReadContext, check_group_by, common_prefix, compute_shard_stats
 from pipeline.report.throughput import throughput
 
 log = logging.getLogger(__name__)
 
-REPORT_NAME = "report.html"
+REPORT_NAME = layout.REPORT
 
 
 def _context(ds: Dataset, group_by: str) -> ReadContext:
-    protocol, options = ds.storage()
-    uris = [i["uri"] for e in ds.ledger for i in e.get("inputs", []) if "uri" in i]
-    return ReadContext(protocol=protocol, storage_options=options, root=ds.root, group_by=group_by,
+    uris = [i.uri for e in ds.ledger for i in e.inputs]
+    return ReadContext(uri=ds.uri, storage_options=dict(ds.folder.storage.storage_options), group_by=group_by,
                        prefix=common_prefix(uris), base_vocab_size=ds.base_vocab_size)
 
 
 def _describe(ds: Dataset, out_dir: str) -> dict:
     keep = ("name", "modality", "token_dtype", "formats", "spec_hash")
-    tok = {k: v for k, v in ds.index.get("tokenizer", {}).items() if k in ("kind", "fingerprint", "vocab_size")}
-    return {"path": str(out_dir), **{k: ds.index.get(k) for k in keep}, "tokenizer": tok}
+    index = ds.index.to_json()
+    tok = {k: v for k, v in index["tokenizer"].items() if k in ("kind", "fingerprint", "vocab_size")}
+    return {"path": str(out_dir), **{k: index.get(k) for k in keep}, "tokenizer": tok}
 
 
 def compute_stats(out_dir: str, *, group_by: str = "folder", storage_options: dict | None = None) -> dict:
@@ -43,18 +44,18 @@ def compute_stats(out_dir: str, *, group_by: str = "folder", storage_options: di
 
 def _stats(ds: Dataset, out_dir: str, group_by: str) -> dict:
     began = time.perf_counter()
-    refs, missing = shard_refs(ds)
+    refs, missing = ds.shard_refs()
     for m in missing:
         log.warning("shard %s is in dataset.json but missing from disk: %s", m["name"], m["paths"])
     res = compute_shard_stats(ds, refs, _context(ds, group_by)) if refs else None
     stats = {
         "dataset": _describe(ds, out_dir), "group_by": group_by,
-        "totals": summary.totals(res, ds.index, missing), "index_totals": ds.index.get("totals", {}),
+        "totals": summary.totals(res, ds.index, missing), "index_totals": ds.index.totals.to_json(),
         "missing_shards": missing, "mismatched_shards": summary.shard_mismatches(res, ds.index, missing),
         "groups": summary.group_rows(res["groups"], "group") if res else [],
         "modalities": summary.group_rows(res["modalities"], "modality") if res else [],
         "lengths": summary.lengths(res), "longest": summary.longest(res), "vocab": summary.vocab(res, ds),
-        "dynamic": summary.dynamic(res), "errors": summary.errors(read_errors(ds)),
+        "dynamic": summary.dynamic(res), "errors": summary.errors(ds.folder.errors()),
         "throughput": throughput(ds.ledger),
     }
     stats["report"] = _timing(time.perf_counter() - began, stats["throughput"])

@@ -19,13 +19,12 @@ from typing import Any
 
 import dask
 import dask.dataframe as dd
-import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.report.dataset import Dataset, ShardRef, read_shard
+from pipeline.dataset.read import Dataset, DatasetFolder, ShardRef
 
 GROUP_KINDS = ("folder", "extension", "modality")
 HIST_STEPS = 4  # histogram bins per doubling of length
@@ -44,9 +43,8 @@ DYN_DTYPES = {"shard": "str", "n_tokens": "int64", "n_base_tokens": "int64", "n_
 class ReadContext:
     """What a shard task needs, picklable so it ships to Ray workers."""
 
-    protocol: str
+    uri: str
     storage_options: dict
-    root: str
     group_by: str
     prefix: str
     base_vocab_size: int
@@ -117,9 +115,8 @@ def load_shards(refs: list[ShardRef], ctx: ReadContext) -> tuple[pd.DataFrame, p
 
 def load_shard(ref: ShardRef, ctx: ReadContext) -> tuple[pa.Table, np.ndarray, list[dict]]:
     """Read one shard: per-sample rows (no tokens), base token counts, dynamic-stage lengths."""
-    fs = fsspec.filesystem(ctx.protocol, **ctx.storage_options)
     columns = ["id", "source", "modality", "tokens", "n_bytes"] + (["meta"] if ctx.group_by.startswith("meta:") else [])
-    table = read_shard(fs, f"{ctx.root}/{ref.path}", ref.fmt, columns)
+    table = DatasetFolder(ctx.uri, ctx.storage_options).read_table(ref, columns)
     samples = pa.table({
         "id": table["id"], "source": table["source"], "modality": table["modality"],
         "group": pa.array(group_column(table, ctx), pa.string()),

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.report.dataset import Dataset
+from pipeline.dataset.read import Dataset
+from pipeline.dataset.records import DatasetIndex
 from pipeline.report.stats import bin_edges
 
 log = logging.getLogger(__name__)
@@ -47,29 +48,29 @@ def _ratio(a: Any, b: Any) -> float | None:
     return float(a) / float(b) if b else None
 
 
-def totals(res: dict, index: dict, missing: list[dict]) -> dict:
+def totals(res: dict, index: DatasetIndex, missing: list[dict]) -> dict:
     """Totals over the shards read, beside the index's own totals and any disagreement."""
     shards = res["shards"] if res else pd.DataFrame(columns=["n_samples", "n_tokens", "n_bytes"])
-    out = {"n_shards": int(len(index["shards"]) - len(missing)),
+    out = {"n_shards": int(len(index.shards) - len(missing)),
            **{k: int(shards[k].sum()) for k in ("n_samples", "n_tokens", "n_bytes")}}
     out["bytes_per_token"] = _ratio(out["n_bytes"], out["n_tokens"])
     out["tokens_per_sample"] = _ratio(out["n_tokens"], out["n_samples"])
     return out
 
 
-def shard_mismatches(res: dict, index: dict, missing: list[dict]) -> list[dict]:
+def shard_mismatches(res: dict, index: DatasetIndex, missing: list[dict]) -> list[dict]:
     """Shards whose counts on disk differ from what the index says."""
     gone = {m["name"] for m in missing}
     seen = res["shards"] if res else None
     out = []
-    for shard in index["shards"]:
-        if shard["name"] in gone:
+    for shard in index.shards:
+        if shard.name in gone:
             continue
-        got = {k: int(seen.loc[shard["name"], k]) if seen is not None and shard["name"] in seen.index else 0
+        got = {k: int(seen.loc[shard.name, k]) if seen is not None and shard.name in seen.index else 0
                for k in ("n_samples", "n_tokens", "n_bytes")}
-        want = {k: int(shard.get(k, 0)) for k in got}
+        want = {k: getattr(shard, k) for k in got}
         if got != want:
-            out.append({"name": shard["name"], "index": want, "shard": got})
+            out.append({"name": shard.name, "index": want, "shard": got})
     return out
 
 
@@ -110,10 +111,10 @@ def vocab(res: dict, ds: Dataset) -> dict:
 
 def token_texts(ds: Dataset, ids: list[int]) -> dict[int, str]:
     """Readable text of base token ids from the dataset's own tokenizer files, where it can."""
-    kind = ds.index.get("tokenizer", {}).get("kind")
+    kind = ds.index.tokenizer.kind
     if kind == "bytes":
         return {i: repr(bytes([i]))[2:-1] for i in ids if i < 256}
-    files = [f for f in ds.index.get("tokenizer", {}).get("files", []) if f.endswith("tokenizer.json")]
+    files = [f for f in ds.index.tokenizer.files if f.endswith("tokenizer.json")]
     if not files or not ids:
         return {}
     try:

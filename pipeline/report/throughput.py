@@ -11,21 +11,23 @@ from collections import defaultdict
 
 import numpy as np
 
+from pipeline.dataset.records import LedgerEntry
+from pipeline.rates import rate
+
 RUN_GAP_S = 300.0
 N_TIME_BINS = 40
 
 
-def _units(ledger: list[dict]) -> list[dict]:
+def _units(ledger: list[LedgerEntry]) -> list[dict]:
     """Ledger entries with usable times, as flat records sorted by start."""
     out = []
     for e in ledger:
-        run = e.get("run") or {}
-        start, end = run.get("started"), run.get("finished")
-        if not isinstance(start, (int, float)) or not isinstance(end, (int, float)) or end < start:
+        start, end = e.run.started, e.run.finished
+        if end < start:
             continue
-        out.append({"start": float(start), "end": float(end), "seconds": float(run.get("seconds") or end - start),
-                    "worker": f"{run.get('host', '?')}:{run.get('pid', '?')}",
-                    **{k: int(e.get(k) or 0) for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")}})
+        out.append({"start": start, "end": end, "seconds": e.run.seconds or end - start,
+                    "worker": f"{e.run.host or '?'}:{e.run.pid or '?'}",
+                    **{k: getattr(e, k) for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")}})
     return sorted(out, key=lambda u: u["start"])
 
 
@@ -48,8 +50,7 @@ def run_summary(units: list[dict]) -> dict:
     sums = {k: sum(u[k] for u in units) for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")}
     return {"started": start, "seconds": wall, "busy_seconds": sum(u["seconds"] for u in units),
             "n_units": len(units), "n_workers": len({u["worker"] for u in units}), **sums,
-            "bytes_per_second": sums["n_bytes"] / wall if wall > 0 else None,
-            "tokens_per_second": sums["n_tokens"] / wall if wall > 0 else None}
+            "bytes_per_second": rate(sums["n_bytes"], wall), "tokens_per_second": rate(sums["n_tokens"], wall)}
 
 
 def workers(units: list[dict]) -> list[dict]:
@@ -61,7 +62,7 @@ def workers(units: list[dict]) -> list[dict]:
         w["busy_seconds"] += u["seconds"]
         w["n_bytes"] += u["n_bytes"]
         w["n_tokens"] += u["n_tokens"]
-    return [{"worker": name, **w, "bytes_per_second": w["n_bytes"] / w["busy_seconds"] if w["busy_seconds"] else None}
+    return [{"worker": name, **w, "bytes_per_second": rate(w["n_bytes"], w["busy_seconds"])}
             for name, w in sorted(acc.items())]
 
 
@@ -85,7 +86,7 @@ def timeline(units: list[dict], n_bins: int = N_TIME_BINS) -> list[dict]:
             for i in range(n_bins)]
 
 
-def throughput(ledger: list[dict]) -> dict:
+def throughput(ledger: list[LedgerEntry]) -> dict:
     """All runs found in the ledger, and for the latest one its timeline and workers."""
     units = _units(ledger)
     if not units:

@@ -23,7 +23,7 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-from pipeline.loader.index import DatasetIndex, load_index, open_shard
+from pipeline.loader.index import OpenIndex, load_index, open_shard
 from pipeline.storage import filesystem, is_local
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int16): 
 _CHUNK = 1 << 20  # lengths per read when assembling the .idx: 4 MiB of int32
 
 
-def token_dtype(index: DatasetIndex) -> np.dtype:
+def token_dtype(index: OpenIndex) -> np.dtype:
     """uint16 when the vocabulary fits (Megatron's own choice below 65,500 ids), else int32."""
     vocab = index.vocab_size if index.vocab_size is not None else (1 << 16 if index.token_dtype == "uint16" else 1 << 31)
     return np.dtype(np.uint16) if vocab <= (1 << 16) else np.dtype(np.int32)
@@ -64,7 +64,7 @@ def export_megatron(index_uri: str, dest_prefix: str, *, storage_options: dict[s
     return stats
 
 
-def _write_bin(index: DatasetIndex, dtype: np.dtype, out: IO[bytes], lengths_file: IO[bytes]) -> tuple[int, int]:
+def _write_bin(index: OpenIndex, dtype: np.dtype, out: IO[bytes], lengths_file: IO[bytes]) -> tuple[int, int]:
     """Stream every shard's tokens (index order, dynamic ids expanded) to .bin; lengths aside."""
     n_seq = n_tokens = 0
     for tokens, lengths in _batches(index):
@@ -79,7 +79,7 @@ def _write_bin(index: DatasetIndex, dtype: np.dtype, out: IO[bytes], lengths_fil
     return n_seq, n_tokens
 
 
-def _batches(index: DatasetIndex) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _batches(index: OpenIndex) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One shard open at a time; each record batch once."""
     for ref in index.shards:
         shard = open_shard(index, ref)
@@ -136,18 +136,8 @@ class _atomic:
             os.replace(self.tmp, self.path)
 
 
-def configure_export_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of `tokenmill export megatron OUT DEST_PREFIX`."""
-    parser.add_argument("out", help="dataset folder (or its dataset.json), local or any fsspec URL")
-    parser.add_argument("dest_prefix", help="writes DEST_PREFIX.bin and DEST_PREFIX.idx")
-    parser.add_argument("--storage-options", type=json.loads, default=None,
-                        help="fsspec options as JSON, for both OUT and DEST_PREFIX")
-    parser.set_defaults(func=cli_export)
-    return parser
-
-
 def cli_export(args: argparse.Namespace) -> int:
-    """Run the export; print the stats as JSON; exit status 1 with the reason when it cannot."""
+    """`tokenmill export megatron OUT DEST_PREFIX` (arguments in pipeline.cli): run the export; print the stats as JSON; exit status 1 with the reason when it cannot."""
     try:
         stats = export_megatron(args.out, args.dest_prefix, storage_options=args.storage_options)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

@@ -30,22 +30,24 @@ CASES = {
 
 def steady_mb_s(out: Path) -> tuple[float, dict]:
     """Input MB / (last commit - first unit start), from the ledger; plus summed stage stats."""
-    entries = [json.loads(p.read_text()) for p in (out / "_ledger").glob("*.json")]
-    span = max(e["run"]["finished"] for e in entries) - min(e["run"]["started"] for e in entries)
-    stats: dict = {"unit_seconds": sum(e["run"]["seconds"] for e in entries),
-                   "worker_mb_s": sum(e["n_bytes"] for e in entries) / sum(e["run"]["seconds"] for e in entries) / 1e6}
+    from pipeline.dataset.read import DatasetFolder
+    from pipeline.rates import busy_span
+    entries = DatasetFolder(str(out)).ledger().sorted()
+    span = busy_span(entries)
+    stats: dict = {"unit_seconds": sum(e.run.seconds for e in entries),
+                   "worker_mb_s": sum(e.n_bytes for e in entries) / sum(e.run.seconds for e in entries) / 1e6}
     for e in entries:
-        for stage, values in e["stage_stats"].items():
+        for stage, values in e.stage_stats.items():
             for k in ("tokens_before", "tokens_after", "seconds"):
                 if k in values:
                     stats[k] = stats.get(k, 0) + values[k]
-    return sum(e["n_bytes"] for e in entries) / span / 1e6, stats
+    return sum(e.n_bytes for e in entries) / span / 1e6, stats
 
 
 def main() -> None:
     import ray
 
-    from pipeline.job import run_job
+    from pipeline.job import RunOptions, run_job
     from pipeline.spec import parse_spec
     p = argparse.ArgumentParser()
     p.add_argument("--corpus", required=True)
@@ -69,7 +71,7 @@ def main() -> None:
                                "tokenizer": {"kind": "hf", "path": args.tokenizer, "engine": args.engine},
                                "stages": stages, "sink": {"uri": str(out), "formats": ["arrow"]},
                                "resources": {"workers": 2}, "report": False})
-            run_job(spec, show_progress=False)
+            run_job(spec, RunOptions(show_progress=False))
             mb_s, stats = steady_mb_s(out)
             print(f"run {r + 1}/{args.repeat} {name}: {mb_s:.2f} MB/s, {stats['worker_mb_s']:.2f} MB/s per busy "
                   f"worker", flush=True)

@@ -156,23 +156,23 @@ def bench_spec(corpus: Path, tokenizer: Path, out: Path, engine: str, workers: i
 
 def pipeline_speed(spec, workers: int, text_bytes: int) -> dict[str, Any]:
     """Run the job on Ray into a fresh output; steady-state MB/s (of text, as raw) from the ledger's unit times."""
-    from pipeline.job import run_job
-    from pipeline.ledger import Ledger
-    from pipeline.storage import Storage
+    from pipeline.dataset.read import DatasetFolder
+    from pipeline.job import RunOptions, run_job
+    from pipeline.rates import busy_span
     shutil.rmtree(spec.sink.uri, ignore_errors=True)
     memory = WorkerMemory()
     memory.start()
     start = time.perf_counter()
-    summary = run_job(spec, num_cpus=workers, show_progress=False)
+    summary = run_job(spec, RunOptions(num_cpus=workers, show_progress=False))
     wall = time.perf_counter() - start
-    entries = list(Ledger(Storage(spec.sink.uri)).entries().values())
-    peaks = memory.stop({e["run"]["pid"] for e in entries})
-    span = max(e["run"]["finished"] for e in entries) - min(e["run"]["started"] for e in entries)
-    n_bytes = sum(e["n_bytes"] for e in entries)
-    return {"engine": summary["engine"], "mb_s": text_bytes / span / 1e6, "steady_s": span, "wall_s": wall,
+    entries = DatasetFolder(spec.sink.uri).ledger().sorted()
+    peaks = memory.stop({e.run.pid for e in entries})
+    span = busy_span(entries)
+    n_bytes = sum(e.n_bytes for e in entries)
+    return {"engine": summary.engine, "mb_s": text_bytes / span / 1e6, "steady_s": span, "wall_s": wall,
             "wall_mb_s": text_bytes / wall / 1e6, "file_mb_s": n_bytes / span / 1e6, "units": len(entries),
-            "n_samples": summary["run_totals"]["n_samples"], "n_tokens": summary["run_totals"]["n_tokens"],
-            "failed": len(summary["units_failed"]),
+            "n_samples": summary.run_totals.n_samples, "n_tokens": summary.run_totals.n_tokens,
+            "failed": len(summary.units_failed),
             "peak_rss_gib": peaks}
 
 

@@ -92,7 +92,7 @@ def test_index_path_leaving_the_dataset_folder_is_refused(root: Path) -> None:
     index = json.loads((root / "dataset.json").read_text())
     index["shards"][0]["files"]["arrow"]["path"] = "../../etc/passwd"
     (root / "dataset.json").write_text(json.dumps(index))
-    with pytest.raises(ValueError, match="leaves the dataset folder"):
+    with pytest.raises(ValueError, match="is not .shards/part-.*the only name"):
         TokenDataset(str(root), 32)
 
 

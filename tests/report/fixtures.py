@@ -27,6 +27,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
 
+from pipeline.dataset import layout
 from tests.tm_testing import STDLIB, frozen_garbage
 
 CODE_DIRS = ("json", "email", "http", "xml/dom", "urllib", "logging", "concurrent/futures", "importlib")
@@ -108,7 +109,7 @@ def make_dataset(root: Path, *, n_code: int = 24, n_docs: int = 6, files_per_uni
 def _file_units(corpus: Path, per_unit: int) -> list[tuple[str, list[dict]]]:
     files = sorted(p for p in corpus.rglob("*") if p.is_file())
     groups = [files[i:i + per_unit] for i in range(0, len(files), per_unit)]
-    return [(f"u-{i:06d}", [{"path": p, "start": 0, "end": None} for p in g]) for i, g in enumerate(groups)]
+    return [(f"u-{i:020x}", [{"path": p, "start": 0, "end": None} for p in g]) for i, g in enumerate(groups)]
 
 
 def _line_units(corpus: Path, unit_bytes: int = 4096) -> list[tuple[str, list[dict]]]:
@@ -119,7 +120,7 @@ def _line_units(corpus: Path, unit_bytes: int = 4096) -> list[tuple[str, list[di
         while start < len(data):
             cut = data.find(b"\n", start + unit_bytes)
             end = len(data) if cut < 0 else cut + 1
-            units.append((f"u-{len(units):06d}", [{"path": path, "start": start, "end": end}]))
+            units.append((f"u-{len(units):020x}", [{"path": path, "start": start, "end": end}]))
             start = end
     return units
 
@@ -164,7 +165,7 @@ def _write_unit(job: tuple) -> tuple[list[dict], list[dict], dict]:
         s, e = _samples_of(tok, inp)
         samples += s
         errors += e
-    name = "part-" + hashlib.sha256(f"{uid}:{fingerprint}".encode()).hexdigest()[:16]
+    name = layout.shard_name(uid, _unit_fingerprint(uid))
     stored, dyn = merge_pairs([s["tokens"] for s in samples], dynamic_merges, VOCAB)
     meta = {b"tokenmill.format_version": b"1", b"tokenmill.tokenizer_fingerprint": fingerprint.encode(),
             b"tokenmill.spec_hash": b"fixture", b"tokenmill.base_vocab_size": str(VOCAB).encode()}
@@ -255,9 +256,13 @@ def _write_tar(path: Path, table: pa.Table) -> None:
                 tar.addfile(info, io.BytesIO(data))
 
 
+def _unit_fingerprint(uid: str) -> str:
+    return hashlib.sha256(uid.encode()).hexdigest()[:20]
+
+
 def _write_ledger(out, uid, name, fingerprint, inputs, files, counts, started) -> None:
     finished = time.time()
-    entry = {"version": 1, "unit": uid, "fingerprint": hashlib.sha256(uid.encode()).hexdigest()[:16],
+    entry = {"version": 1, "unit": uid, "fingerprint": _unit_fingerprint(uid),
              "shard": name, "spec_hash": "fixture", "tokenizer_fingerprint": fingerprint,
              "inputs": [{"uri": str(i["path"]), "size": i["path"].stat().st_size,
                          "mtime": str(i["path"].stat().st_mtime),

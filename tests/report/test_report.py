@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.report import (cli_report, cli_stats, compute_stats, configure_report_parser,
                              configure_stats_parser, write_report)
-from pipeline.report.dataset import DatasetError
+from pipeline.dataset.read import DatasetError
 from tests.report.fixtures import make_dataset
 
 
@@ -34,7 +34,7 @@ def test_write_report_returns_the_file(plain):
 @pytest.mark.parametrize("make, message", [
     (lambda d: None, "no such folder"),
     (lambda d: d.mkdir(), "not a tokenmill dataset (no dataset.json"),
-    (lambda d: (d.mkdir(), (d / "dataset.json").write_text("{oops")), "is not valid JSON"),
+    (lambda d: (d.mkdir(), (d / "dataset.json").write_text("{oops")), "not valid JSON"),
     (lambda d: (d.mkdir(), (d / "dataset.json").write_text('{"name": "x"}')), "not a tokenmill index"),
 ])
 def test_not_a_dataset_is_a_clear_error(tmp_path, make, message):

@@ -12,7 +12,7 @@ import pyarrow.ipc as ipc
 import pytest
 
 from pipeline.report import compute_stats
-from pipeline.report.dataset import open_dataset, shard_refs
+from pipeline.dataset.read import open_dataset
 from pipeline.report.stats import dask_scheduler, partitions, token_counts
 from pipeline.report.summary import reason_kind
 from tests.report.fixtures import VOCAB, make_dataset, merge_pairs
@@ -199,7 +199,7 @@ def test_scheduler_follows_the_ray_connection(plain, ray_address):
 
 
 def test_partitions_cover_every_shard_once(plain):
-    refs, _ = shard_refs(open_dataset(str(plain.out)))
+    refs, _ = open_dataset(str(plain.out)).shard_refs()
     assert len(refs) == 7
     for cpus in (1, 2, 64):
         parts = partitions(refs, cpus)
