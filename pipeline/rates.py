@@ -1,11 +1,7 @@
 """Throughput arithmetic, once: rates over a span, and the span the units of a run were busy."""
 from __future__ import annotations
 
-from typing import Iterable, Protocol
-
-
-class _Timed(Protocol):
-    n_bytes: int
+from typing import Iterable
 
 
 def rate(amount: float, seconds: float) -> float | None:

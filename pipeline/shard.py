@@ -7,10 +7,9 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from pipeline.dataset import layout
 from pipeline.tokenizers.base import TokenBatch
 
-FORMAT_VERSION = "1"
-META_PREFIX = "tokenmill."
 SPAN_TYPE = pa.struct([("start", pa.int32()), ("end", pa.int32())])
 
 
@@ -58,13 +57,7 @@ def build_table(rows: dict[str, Any], batch: TokenBatch, dtype: str, metadata: d
     table = pa.table(columns, schema=base_schema(dtype))
     for name, values in rows.get("extra", {}).items():
         table = table.append_column(name, values)
-    return table.replace_schema_metadata({f"{META_PREFIX}{k}": v for k, v in metadata.items()})
-
-
-def shard_metadata(table: pa.Table) -> dict[str, str]:
-    """The tokenmill.* schema metadata of a shard, keys without the prefix."""
-    raw = table.schema.metadata or {}
-    return {k.decode()[len(META_PREFIX):]: v.decode() for k, v in raw.items() if k.decode().startswith(META_PREFIX)}
+    return table.replace_schema_metadata({f"{layout.META_PREFIX}{k}": v for k, v in metadata.items()})
 
 
 def public_columns(table: pa.Table) -> pa.Table:

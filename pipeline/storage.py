@@ -6,7 +6,7 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -41,17 +41,8 @@ class Storage:
 
     def write_atomic(self, rel: str, data: bytes) -> None:
         """Make `data` visible at `rel` all at once, or not at all."""
-        target = self.path(rel)
-        if self.local:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = temporary_name(target, uuid.uuid4().hex)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        else:
-            self.fs.pipe_file(target, data)
+        with atomic_file(self.fs, self.path(rel)) as f:
+            f.write(data)
 
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
@@ -92,6 +83,36 @@ class Storage:
             self.fs.rm_file(self.path(rel))
         except FileNotFoundError:
             pass
+
+
+class atomic_file:
+    """A file that appears at `path` only when complete: a rename of a synced temporary locally,
+    one finished upload on object stores (an aborted multipart upload leaves no object)."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
+        self.fs, self.path, self.local = fs, path, is_local(fs)
+        self.tmp = temporary_name(path, uuid.uuid4().hex) if self.local else path
+
+    def __enter__(self) -> IO[bytes]:
+        if self.local:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            self.file = open(self.tmp, "wb")
+        else:
+            self.file = self.fs.open(self.tmp, "wb")
+        return self.file
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is not None and not self.local and hasattr(self.file, "discard"):
+            self.file.discard()
+            return
+        if self.local and exc_type is None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        self.file.close()
+        if self.local and exc_type is not None:
+            os.remove(self.tmp)
+        elif self.local:
+            os.replace(self.tmp, self.path)
 
 
 def local_file(uri: str) -> Path:

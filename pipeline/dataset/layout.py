@@ -119,7 +119,7 @@ def owned_errors_file(name: str) -> bool:
 
 def owned_root_name(name: str) -> bool:
     tmp = TEMPORARY.fullmatch(name)
-    return (tmp.group(1) if tmp else name) in ROOT_NAMES or name == f".{REPORT}.tmp"
+    return (tmp.group(1) if tmp else name) in ROOT_NAMES
 
 
 OWNED_IN = {SHARD_DIR: owned_shard_file, LEDGER_DIR: owned_ledger_file, ERROR_DIR: owned_errors_file}

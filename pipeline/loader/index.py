@@ -19,7 +19,6 @@ from pipeline.dataset import layout
 from pipeline.dataset.read import DatasetError, DatasetFolder, IndexMissing, ShardRef, ShardUnreadable
 from pipeline.dataset.records import DatasetIndex
 
-TOKEN_DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 _ARROW_TYPES = {"uint16": pa.uint16(), "uint32": pa.uint32()}
 LOADER_FORMATS = ("arrow", "parquet")
 

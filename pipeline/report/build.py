@@ -74,10 +74,7 @@ def write_report(out_dir: str, *, group_by: str = "folder", storage_options: dic
     stats = _stats(ds, str(out_dir), group_by)
     from pipeline.report.html import render  # matplotlib loads only when a page is drawn
     page = render(stats).encode("utf-8")
-    tmp = ds.path(f".{REPORT_NAME}.tmp")
-    with ds.fs.open(tmp, "wb") as f:
-        f.write(page)
-    ds.fs.mv(tmp, ds.path(REPORT_NAME))  # a rename locally; on object stores the final PUT is whole
+    ds.folder.storage.write_atomic(REPORT_NAME, page)
     path = ds.path(REPORT_NAME) if "://" not in str(out_dir) else f"{str(out_dir).rstrip('/')}/{REPORT_NAME}"
     log.info("report written: %s (%d bytes, stats in %.2f s)", path, len(page), stats["report"]["seconds"])
     return path

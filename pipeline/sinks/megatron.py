@@ -13,18 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import struct
 import sys
 import tempfile
 import time
-import uuid
 from typing import IO, Any, Iterator
 
 import numpy as np
 
 from pipeline.loader.index import OpenIndex, load_index, open_shard
-from pipeline.storage import filesystem, is_local
+from pipeline.storage import atomic_file, filesystem
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +48,9 @@ def export_megatron(index_uri: str, dest_prefix: str, *, storage_options: dict[s
     dtype = token_dtype(index)
     fs, prefix = filesystem(dest_prefix, dest_storage_options if dest_storage_options is not None else storage_options)
     with tempfile.TemporaryFile() as lengths_file:
-        with _atomic(fs, f"{prefix}.bin") as bin_file:
+        with atomic_file(fs, f"{prefix}.bin") as bin_file:
             n_seq, n_tokens = _write_bin(index, dtype, bin_file, lengths_file)
-        with _atomic(fs, f"{prefix}.idx") as idx_file:
+        with atomic_file(fs, f"{prefix}.idx") as idx_file:
             _write_idx(idx_file, lengths_file, n_seq, dtype)
     seconds = time.perf_counter() - started
     bin_bytes = n_tokens * dtype.itemsize
@@ -110,30 +108,6 @@ def _read_lengths(f: IO[bytes]) -> Iterator[np.ndarray]:
 
 def _idx_size(n_seq: int) -> int:
     return len(MAGIC) + 8 + 1 + 8 + 8 + n_seq * 4 + n_seq * 8 + (n_seq + 1) * 8
-
-
-class _atomic:
-    """A file that appears at `path` only when complete: rename locally, one finished upload remotely."""
-
-    def __init__(self, fs: Any, path: str) -> None:
-        self.fs, self.path, self.local = fs, path, is_local(fs)
-        self.tmp = f"{path}.tmp-{uuid.uuid4().hex}" if self.local else path
-
-    def __enter__(self) -> IO[bytes]:
-        if self.local:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self.file = self.fs.open(self.tmp, "wb")
-        return self.file
-
-    def __exit__(self, exc_type: Any, *rest: Any) -> None:
-        if exc_type is not None and not self.local and hasattr(self.file, "discard"):
-            self.file.discard()  # abort the multipart upload: no partial object appears
-            return
-        self.file.close()
-        if self.local and exc_type is not None:
-            os.remove(self.tmp)
-        elif self.local:
-            os.replace(self.tmp, self.path)
 
 
 def cli_export(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ H.264 video panning over a photo. A benchmark, not a test: it asserts nothing ab
 from __future__ import annotations
 
 import argparse
-import io
 import multiprocessing as mp
 import os
 import sys
@@ -16,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 

@@ -13,7 +13,6 @@ costs a busy worker, without the run's start-up and tail.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path

@@ -5,7 +5,6 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from torchdata.stateful_dataloader import StatefulDataLoader

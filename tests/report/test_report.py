@@ -28,7 +28,7 @@ def test_write_report_returns_the_file(plain):
     path = write_report(str(plain.out))
     assert path == str(plain.out / "report.html")
     assert (plain.out / "report.html").stat().st_size > 10_000
-    assert not list(plain.out.glob(".report.html*")), "the temporary file was left behind"
+    assert not list(plain.out.glob("report.html.tmp-*")), "the temporary file was left behind"
 
 
 @pytest.mark.parametrize("make, message", [

@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.tokenizers.text import byte_level_alphabet
-from tests.tm_testing import STDLIB
 
 EOS = "<|endoftext|>"
 
