@@ -203,14 +203,12 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
         _write_state(storage, state.model_copy(update={"state": "failed", "finished": time.time(),
                                                        "error": str(exc)}))
         raise
-    scan = ledger.scan()  # read once after the run; the cleanup and the index share it
-    removed = ledger.remove_stale(units, scan.entries)
-    ledger.remove_invalid_entries(units)
-    live = {unit_id: e for unit_id, e in scan.entries.items() if unit_id not in removed}
-    orphans = ledger.remove_orphans(live)
+    scan = ledger.scan()  # read once after the run; the index and the cleanup share it
     from pipeline.unit import output_dtype
-    index = build_index(live, units, index_header(spec, tokenizer, engine, output_dtype(spec, tokenizer)))
-    write_index(storage, index)
+    header = index_header(spec, tokenizer, engine, output_dtype(spec, tokenizer))
+    index = build_index(scan.entries, units, header, ledger.folder.shard_sizes())
+    write_index(storage, index)  # first: the index never names a shard the cleanup below removes
+    removed, orphans = cleanup(ledger, units, scan.entries)
     finished = time.time()
     summary = RunSummary(
         name=spec.name, output=storage.uri, units_total=len(units), units_run=len(todo),
@@ -226,6 +224,18 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     _write_state(storage, state.model_copy(update={"state": "failed" if outcome.failed else "finished",
                                                    "finished": finished, "summary": done}))
     return summary
+
+
+def cleanup(ledger: Ledger, units: list[WorkUnit], entries: dict[str, LedgerEntry]) -> tuple[list[str], list[str]]:
+    """The last step of a run: delete stale units, invalid entries and orphan shard files.
+
+    Runs after the new index is written and may be cut short by a crash without harm: the
+    index names only planned units' shards, and the next run finishes the deleting.
+    """
+    removed = ledger.remove_stale(units, entries)
+    ledger.remove_invalid_entries(units)
+    live = {unit_id: e for unit_id, e in entries.items() if unit_id not in removed}
+    return removed, ledger.remove_orphans(live)
 
 
 def _run_totals(entries: list[LedgerEntry], seconds: float) -> RunTotals:

@@ -120,10 +120,16 @@ class Ledger:
         return sorted(orphans)
 
 
-def build_index(entries: dict[str, LedgerEntry], units: list[WorkUnit], header: dict[str, Any]) -> DatasetIndex:
-    """dataset.json: the committed shards (ledger entries by unit) of the planned units, in plan order."""
+def build_index(entries: dict[str, LedgerEntry], units: list[WorkUnit], header: dict[str, Any],
+                sizes: dict[str, int] | None = None) -> DatasetIndex:
+    """dataset.json: the committed shards (ledger entries by unit) of the planned units, in plan order.
+
+    With `sizes` (shard files on storage), a shard whose file is missing or truncated is left out.
+    """
+    def present(e: LedgerEntry) -> bool:
+        return sizes is None or all(sizes.get(f.path) == f.size for f in e.files.values())
     shards = [IndexShard.from_entry(entries[u.id]) for u in units
-              if u.id in entries and entries[u.id].fingerprint == u.fingerprint]
+              if u.id in entries and entries[u.id].fingerprint == u.fingerprint and present(entries[u.id])]
     totals = Totals(n_shards=len(shards), **{k: sum(getattr(s, k) for s in shards)
                                              for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")})
     return DatasetIndex(format=layout.INDEX_FORMAT, version=layout.INDEX_VERSION, **header, shards=shards, totals=totals, complete=len(shards) == len(units))

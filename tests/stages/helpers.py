@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.tokenizers.text import byte_level_alphabet
+from tests.tm_testing import STDLIB  # noqa: F401 - re-exported for the stage tests
 
 EOS = "<|endoftext|>"
 
