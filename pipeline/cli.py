@@ -28,8 +28,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """The spec, its tokenizer built and the stages checked against it: what passes here, `run` accepts."""
+    from pipeline.validate import check_job
     spec = load_spec(args.job)
-    print(f"ok: {args.job} is a valid job spec ({spec.name}, spec hash {spec.spec_hash()})")
+    tokenizer = check_job(spec)
+    print(f"ok: {args.job} is a valid job spec ({spec.name}, spec hash {spec.spec_hash()}, "
+          f"tokenizer {spec.tokenizer.kind} with {tokenizer.vocab_size:,} ids)")
     return 0
 
 

@@ -9,13 +9,14 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Sequence, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import SpecError
-
+from pipeline.tokenizer_spec import (TOKENIZER_ADAPTER, TOKENIZER_SPECS, AnyTokenizerSpec, BaseTokenizerSpec, SpecModel,
+                                     TokenizerTraits)
 
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -34,15 +35,11 @@ def parse_size(value: int | str) -> int:
 ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=1, description="bytes: an integer or e.g. '128MiB'")]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 Modality = Literal["text", "code", "binary", "image", "audio", "video"]
 TEXT_MODALITIES = ("text", "code")
 
 
-class DecodeLimits(_Model):
+class DecodeLimits(SpecModel):
     """Upper bounds applied while decoding one input; larger inputs are quarantined."""
 
     max_bytes: ByteSize = 256 << 20
@@ -51,7 +48,7 @@ class DecodeLimits(_Model):
     max_frames: int = 4096
 
 
-class SourceSpec(_Model):
+class SourceSpec(SpecModel):
     uri: str | list[str]
     format: Literal["files", "lines", "jsonl", "parquet", "webdataset"] = "files"
     modality: Modality = "text"
@@ -67,18 +64,30 @@ class SourceSpec(_Model):
         return [self.uri] if isinstance(self.uri, str) else list(self.uri)
 
 
-class TokenizerSpec(_Model):
-    kind: str
-    path: str | None = None
-    engine: Literal["auto", "hf", "tiktoken", "gigatoken"] = "auto"
-    add_eos: bool = True
-    pattern: str | None = None
-    fps: float | None = None
-    sample_rate: int | None = None
-    options: dict[str, Any] = {}
+def TokenizerSpec(**fields: Any) -> BaseTokenizerSpec:  # a function named like the one model it replaces
+    """The spec model of fields["kind"]; a field given as None counts as not given."""
+    try:
+        return TOKENIZER_ADAPTER.validate_python({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as err:
+        raise SpecError(_format_error(err, ("tokenizer",))) from None
 
 
-class DynamicSpec(_Model):
+INT32_MAX = 2**31 - 1
+
+
+class _Stage(SpecModel):
+    modalities: ClassVar[tuple[str, ...]] = ("text", "code", "binary", "image", "audio", "video")
+    needs_text: ClassVar[bool] = False
+
+    def problem(self, modality: str, tok: TokenizerTraits) -> str | None:
+        """Why this stage cannot run on that modality with that tokenizer; None when it can."""
+        if self.needs_text and (modality not in TEXT_MODALITIES or not tok.has_token_bytes):
+            return ("needs text with token byte strings (modality text or code with a text tokenizer), "
+                    f"got modality '{modality}'")
+        return None
+
+
+class DynamicSpec(_Stage):
     kind: Literal["dynamic"]
     max_merges: int = Field(4096, ge=0)
     min_count: int = Field(2, ge=2)
@@ -91,36 +100,71 @@ class DynamicSpec(_Model):
         """Whether the stage reads the documents' text (the unit then keeps it for it)."""
         return self.within_words
 
+    def problem(self, modality: str, tok: TokenizerTraits) -> str | None:
+        if tok.vocab_size is not None and tok.vocab_size + self.max_merges > INT32_MAX:
+            return (f"base vocabulary {tok.vocab_size} + max_merges {self.max_merges} is more ids than "
+                    "the merge loop holds (int32); lower max_merges")
+        return super().problem(modality, tok)
 
-class SpansSpec(_Model):
+
+class SpansSpec(_Stage):
     kind: Literal["spans"]
     unit: Literal["word", "identifier"] = "word"
+    modalities: ClassVar[tuple[str, ...]] = TEXT_MODALITIES
     needs_text: ClassVar[bool] = True
 
 
-class PruneSpec(_Model):
+class PruneSpec(_Stage):
     kind: Literal["prune"]
-    keep: float = Field(0.25, gt=0)
-    needs_text: ClassVar[bool] = False
+    keep: float = Field(0.25, gt=0, description="a fraction in (0, 1], or a whole number of tokens")
+    modalities: ClassVar[tuple[str, ...]] = ("image", "video")
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"keep {v} is above 1, so it is a count and must be a whole number "
+                             "(or use a fraction in (0, 1])")
+        return v
+
+    def problem(self, modality: str, tok: TokenizerTraits) -> str | None:
+        return None if tok.has_codebook else "needs a tokenizer with a codebook (image-vq or video)"
 
 
-class TemporalSpec(_Model):
+class TemporalSpec(_Stage):
     kind: Literal["temporal"]
     threshold: float = Field(0.0, ge=0)
-    needs_text: ClassVar[bool] = False
+    modalities: ClassVar[tuple[str, ...]] = ("video",)
+
+    def problem(self, modality: str, tok: TokenizerTraits) -> str | None:
+        if self.threshold > 0 and not tok.has_codebook:
+            return ("threshold > 0 compares codebook embeddings, but the tokenizer has no codebook; "
+                    "use threshold: 0 (exact match)")
+        return None
 
 
 StageSpec = Annotated[Union[DynamicSpec, SpansSpec, PruneSpec, TemporalSpec], Field(discriminator="kind")]
-
-STAGE_MODALITIES: dict[str, tuple[str, ...]] = {
-    "dynamic": ("text", "code", "binary", "image", "audio", "video"),
-    "spans": TEXT_MODALITIES,
-    "prune": ("image", "video"),
-    "temporal": ("video",),
-}
+STAGE_KINDS = ("dynamic", "spans", "prune", "temporal")
 
 
-class SinkSpec(_Model):
+def check_stages(stages: Sequence[_Stage], modality: str, tok: TokenizerTraits) -> None:
+    """Every stage rule, on the driver before any work: modality, order, what the tokenizer gives."""
+    for i, stage in enumerate(stages):
+        where = f"stages[{i}] ({stage.kind})"
+        if modality not in stage.modalities:
+            raise SpecError(f"{where} does not apply to modality '{modality}'; "
+                            f"it works on: {', '.join(stage.modalities)}")
+        if any(s.kind == "dynamic" for s in stages[:i]):
+            raise SpecError(f"{where}: " + ("give at most one dynamic stage; raise max_merges instead"
+                                            if stage.kind == "dynamic" else
+                                            "must come before the dynamic stage, which replaces the base token "
+                                            "ids it reads; move dynamic to the end of stages"))
+        problem = stage.problem(modality, tok)
+        if problem:
+            raise SpecError(f"{where}: {problem}")
+
+
+class SinkSpec(SpecModel):
     uri: str
     formats: list[Literal["arrow", "parquet", "webdataset"]] = ["arrow"]
     keep_source: bool = False
@@ -136,17 +180,17 @@ class SinkSpec(_Model):
         return v
 
 
-class ResourcesSpec(_Model):
+class ResourcesSpec(SpecModel):
     workers: int | Literal["auto"] = "auto"
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     max_retries: int = Field(3, ge=0)
 
 
-class JobSpec(_Model):
+class JobSpec(SpecModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     source: SourceSpec
-    tokenizer: TokenizerSpec
+    tokenizer: AnyTokenizerSpec
     stages: list[StageSpec] = []
     sink: SinkSpec
     resources: ResourcesSpec = ResourcesSpec()
@@ -154,13 +198,8 @@ class JobSpec(_Model):
     report: bool = True
 
     @model_validator(mode="after")
-    def _stages_fit_modality(self) -> "JobSpec":
-        for i, stage in enumerate(self.stages):
-            allowed = STAGE_MODALITIES[stage.kind]
-            if self.source.modality not in allowed:
-                raise ValueError(
-                    f"stages[{i}] ({stage.kind}) does not apply to modality "
-                    f"'{self.source.modality}'; it works on: {', '.join(allowed)}")
+    def _stages_fit(self) -> "JobSpec":
+        check_stages(self.stages, self.source.modality, self.tokenizer.traits())
         return self
 
     def spec_hash(self) -> str:
@@ -169,20 +208,53 @@ class JobSpec(_Model):
                                                      "resources": True, "report": True})
         data["source"].pop("storage_options", None)
         data["source"].pop("uri", None)
+        data["tokenizer"] = self.tokenizer.hash_data()
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _format_error(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown key; remove it or check its spelling")
-        elif e["type"] == "missing":
-            lines.append(f"{where}: required key is missing")
-        else:
-            lines.append(f"{where}: {e['msg']}")
-    return "; ".join(lines)
+def _format_error(err: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
+    """One clause per problem, each naming its key as written (tokenizer.options.device, stages.1.keep)."""
+    return "; ".join(_describe(e, (*prefix, *e["loc"])) for e in err.errors())
+
+
+def _describe(e: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    kind = loc[1] if loc[:1] == ("tokenizer",) and len(loc) > 1 and loc[1] in TOKENIZER_SPECS else None
+    loc = tuple(p for i, p in enumerate(loc) if not _is_tag(loc, i))
+    where, ctx = ".".join(str(p) for p in loc) or "(top level)", e.get("ctx", {})
+    if e["type"] == "extra_forbidden":
+        return f"{where}: {_unknown_key(loc, kind)}"
+    if e["type"] == "missing" and kind and loc == ("tokenizer", "path"):
+        return f"tokenizer.path: kind {kind!r} needs a path to its file (make one with `tokenmill train`)"
+    if e["type"] in ("missing", "union_tag_not_found"):
+        return f"{where}{'.kind' if e['type'] != 'missing' else ''}: required key is missing"
+    if e["type"] == "union_tag_invalid":
+        kinds = sorted(re.findall(r"'([^']*)'", ctx["expected_tags"]))
+        return f"{where}.kind: unknown kind {ctx['tag']!r}; choose one of: {', '.join(kinds)}"
+    if e["type"] == "value_error":  # our own validators' messages say what to fix
+        return f"{where}: {ctx['error']}" if loc else str(ctx["error"])
+    return f"{where}: {e['msg']}"
+
+
+def _is_tag(loc: tuple[Any, ...], i: int) -> bool:
+    """Whether loc[i] is the `kind` pydantic puts after a tagged union (tokenizer.hf.path, stages.0.dynamic)."""
+    if i == 1 and loc[0] == "tokenizer":
+        return loc[1] in TOKENIZER_SPECS
+    return i >= 2 and loc[i - 2] == "stages" and isinstance(loc[i - 1], int) and loc[i] in STAGE_KINDS
+
+
+def _unknown_key(loc: tuple[Any, ...], kind: str | None) -> str:
+    """Say which keys the tokenizer kind does take, or which kinds a key belongs to."""
+    fix = "unknown key; remove it or check its spelling"
+    if kind is None or len(loc) not in (2, 3) or (len(loc) == 3 and loc[1] != "options"):
+        return fix
+    model = TOKENIZER_SPECS[kind]
+    if len(loc) == 3:
+        keys = list(model.model_fields["options"].annotation.model_fields)
+        return f"{fix} (kind {kind!r} takes options: {', '.join(keys) or 'none'})"
+    others = [k for k, m in TOKENIZER_SPECS.items() if loc[1] in m.model_fields]
+    if others:
+        return f"does not apply to kind {kind!r}, only to: {', '.join(others)}; remove it"
+    return f"{fix} (kind {kind!r} takes: {', '.join(model.model_fields)})"
 
 
 def parse_spec(data: Any, origin: str = "spec", base: Path | None = None) -> JobSpec:
@@ -195,8 +267,13 @@ def parse_spec(data: Any, origin: str = "spec", base: Path | None = None) -> Job
         raise SpecError(f"{origin}: {_format_error(err)}") from None
     if base is not None:
         spec = _resolve_relative_paths(spec, base)
-    from pipeline.tokenizers import check_tokenizer_spec
-    check_tokenizer_spec(spec)
+    tok, modality = spec.tokenizer, spec.source.modality
+    if modality not in tok.modalities:
+        raise SpecError(f"tokenizer.kind: {tok.kind!r} does not tokenize modality {modality!r}; "
+                        f"it takes: {', '.join(tok.modalities)}")
+    path = getattr(tok, "path", None)
+    if path and "://" not in path and not Path(path).expanduser().exists():
+        raise SpecError(f"tokenizer.path: file not found: {path}")
     return spec
 
 
@@ -228,7 +305,9 @@ def _resolve_relative_paths(spec: JobSpec, base: Path) -> JobSpec:
         return str((base / uri).resolve()) if not uri.startswith("~") else str(Path(uri).expanduser())
     source = spec.source.model_copy(update={
         "uri": fix(spec.source.uri) if isinstance(spec.source.uri, str) else [fix(u) for u in spec.source.uri]})
-    tokenizer = spec.tokenizer.model_copy(update={"path": fix(spec.tokenizer.path) if spec.tokenizer.path else None})
+    tokenizer = spec.tokenizer
+    if getattr(tokenizer, "path", None):
+        tokenizer = tokenizer.model_copy(update={"path": fix(tokenizer.path)})
     sink = spec.sink.model_copy(update={"uri": fix(spec.sink.uri)})
     return spec.model_copy(update={"source": source, "tokenizer": tokenizer, "sink": sink})
 

@@ -86,3 +86,74 @@ def test_schema_files_match_the_code(name):
     path = SCHEMA_DIR / name
     assert path.exists(), f"run python -m pipeline.schemas to create {path}"
     assert path.read_text() == render(name), f"{name} drifted: run python -m pipeline.schemas"
+
+
+def test_misspelled_tokenizer_option_is_refused_by_name(tmp_path):
+    path = tmp_path / "tok.json"
+    path.write_text("{}")
+    hf = {"kind": "hf", "path": str(path)}
+    with pytest.raises(SpecError, match=r"tokenizer\.options\.devcie: unknown key; remove it or check its spelling "
+                                        r"\(kind 'hf' takes options: eos_token\)"):
+        parse_spec(with_(tokenizer={**hf, "options": {"devcie": "cuda"}}))
+    with pytest.raises(SpecError, match=r"tokenizer\.options\.device: unknown key.*takes options: none"):
+        parse_spec(with_(tokenizer={"kind": "bytes", "options": {"device": "cuda"}}))
+    assert parse_spec(with_(tokenizer={**hf, "options": {"eos_token": "</s>"}})).tokenizer.options.eos_token == "</s>"
+
+
+def test_a_field_of_another_kind_is_refused(tmp_path):
+    path = tmp_path / "tok.json"
+    path.write_text("{}")
+    with pytest.raises(SpecError, match=r"tokenizer\.fps: does not apply to kind 'hf', only to: video, torchscript"):
+        parse_spec(with_(tokenizer={"kind": "hf", "path": str(path), "fps": 5}))
+    with pytest.raises(SpecError, match=r"tokenizer\.path: does not apply to kind 'bytes'"):
+        parse_spec(with_(tokenizer={"kind": "bytes", "path": str(path)}))
+    with pytest.raises(SpecError, match=r"tokenizer\.device: unknown key.*kind 'bytes' takes: kind, add_eos, options"):
+        parse_spec(with_(tokenizer={"kind": "bytes", "device": "cuda"}))
+
+
+def test_tokenizer_spec_builds_the_model_of_its_kind():
+    from pipeline.spec import TokenizerSpec
+    from pipeline.tokenizer_spec import BytesSpec, VideoSpec
+    video = TokenizerSpec(kind="video", path="/c.safetensors", fps=2, options={"device": "cpu"})
+    assert isinstance(video, VideoSpec) and video.fps == 2 and video.options.device == "cpu"
+    assert isinstance(TokenizerSpec(kind="bytes", path=None, fps=None), BytesSpec)  # None: not given
+    with pytest.raises(SpecError, match=r"tokenizer\.fps: does not apply to kind 'hf'"):
+        TokenizerSpec(kind="hf", path="/t.json", fps=5)
+
+
+def test_every_registered_tokenizer_has_a_spec_model():
+    from pipeline.tokenizer_spec import TOKENIZER_SPECS
+    from pipeline.tokenizers import TOKENIZERS
+    assert set(TOKENIZER_SPECS) == set(TOKENIZERS) and all(
+        TOKENIZER_SPECS[kind].model_fields["kind"].annotation.__args__ == (kind,) for kind in TOKENIZER_SPECS)
+
+
+def test_stage_rules_fail_at_parse_time_on_the_driver():
+    """Stage order and prerequisites are decided by parse_spec, before any worker builds a stage."""
+    with pytest.raises(SpecError, match=r"stages\[1\] \(spans\): must come before the dynamic stage"):
+        parse_spec(with_(stages=[{"kind": "dynamic"}, {"kind": "spans"}]))
+    with pytest.raises(SpecError, match=r"stages\[0\] \(dynamic\): needs text"):
+        parse_spec(with_(source__modality="binary", stages=[{"kind": "dynamic", "within_words": True}]))
+    with pytest.raises(SpecError, match=r"stages\.0\.kind: unknown kind 'merge'; choose one of: dynamic, prune"):
+        parse_spec(with_(stages=[{"kind": "merge"}]))
+
+
+# Hashes computed by the code before one model per tokenizer kind: the ledgers of existing datasets keep them.
+@pytest.mark.parametrize(("modality", "tokenizer", "stages", "digest"), [
+    ("video", {"kind": "video", "path": "/x", "fps": 5, "options": {"device": "cuda"}}, [], "07a56ac283ef0dbb"),
+    ("video", {"kind": "video", "path": "/x"}, [], "676fb5fe53a8f0d1"),
+    ("image", {"kind": "torchscript", "path": "/m.pt", "options": {"vocab_size": 16, "image_size": 64},
+               "sample_rate": 16000}, [], "93346ef2a99eacc8"),
+    ("audio", {"kind": "audio-mulaw", "sample_rate": 8000}, [], "b4649dab6fd1463f"),
+    ("text", {"kind": "tiktoken", "path": "/t", "pattern": "x+"}, [], "a719446d8c0ba655"),
+    ("code", {"kind": "bytes"}, [{"kind": "dynamic"}], "c0ea9e0b795daeff"),
+    ("code", {"kind": "hf", "path": "/t", "engine": "tiktoken", "options": {"eos_token": "</s>"}}, [],
+     "f353c679f14099c9"),
+])
+def test_spec_hash_of_existing_specs_is_unchanged(modality, tokenizer, stages, digest):
+    from pipeline.spec import JobSpec
+    spec = JobSpec.model_validate({"name": "t", "source": {"uri": "/tmp", "modality": modality},
+                                   "tokenizer": tokenizer, "stages": stages, "sink": {"uri": "/o"}})
+    assert spec.spec_hash() == digest
+    again = JobSpec.model_validate(spec.model_dump(mode="json"))  # as `tokenmill submit` sends it
+    assert again.spec_hash() == digest

@@ -13,8 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.errors import SpecError
-
 TEXT_COLUMN = "_text"
 SPACE, WORD, PUNCT = 0, 1, 2
 
@@ -61,11 +59,6 @@ class GridStage(Stage):
     def _keep_row(self, tokens: np.ndarray, positions: np.ndarray, shape: list[int]) -> np.ndarray:
         """Which of one row's tokens to keep (a bool mask)."""
         raise NotImplementedError
-
-
-def stage_error(stage: str, message: str) -> SpecError:
-    """A SpecError that names the stage first, as every spec error names its field."""
-    return SpecError(f"stages ({stage}): {message}")
 
 
 # ---- Arrow <-> flat numpy --------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.spec import DynamicSpec
-from pipeline.stages.base import (Stage, flat_tokens, list_array, put_column, stage_error, text_layout, token_dtype,
+from pipeline.stages.base import (Stage, flat_tokens, list_array, put_column, text_layout, token_dtype,
                                   word_internal)
 
 VOCAB_KEY = b"tokenmill.dynamic_vocab"
@@ -30,7 +30,7 @@ class MergeEngine:
     Picks the pair with the highest count (all occurrences, overlapping ones included), ties to
     the smallest (left, right) pair; applies it left to right without overlaps. The loop is the
     compiled `merge_kernel.greedy_merges`; the pairs are sorted once by numpy beforehand. Ids up
-    to base + max_merges must fit int32 (DynamicMerge refuses a spec where they do not).
+    to base + max_merges must fit int32 (pipeline.spec.check_stages refuses a spec where they do not).
     """
 
     def __init__(self, seq: np.ndarray, blocked: np.ndarray, base: int, max_merges: int, min_count: int) -> None:
@@ -59,9 +59,6 @@ class DynamicMerge(Stage):
 
     def __init__(self, spec: DynamicSpec, ctx: Any, name: str | None = None) -> None:
         super().__init__(spec, ctx, name)
-        if ctx.base_vocab_size + spec.max_merges > np.iinfo(np.int32).max:
-            raise stage_error(self.name, f"base vocabulary {ctx.base_vocab_size} + max_merges {spec.max_merges} "
-                                         "is more ids than the merge loop holds (int32); lower max_merges")
         # load the compiled merge loop now (numba's disk cache, or a one-time compile of ~8 s),
         # so that an actor pays it when it starts, not inside its first shard
         MergeEngine(np.array([1, 2, 1, 2], np.int64), np.zeros(4, bool), 3, 1, 2).run()

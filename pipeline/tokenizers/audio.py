@@ -166,4 +166,4 @@ def build_mulaw(spec) -> MuLaw:
 
 
 def build_audio_vq(spec) -> AudioVQ:
-    return AudioVQ(spec.path, spec.add_eos, spec.options.get("device", "auto"))
+    return AudioVQ(spec.path, spec.add_eos, spec.options.device or "auto")

@@ -115,4 +115,4 @@ class ImageVQ(Tokenizer):
 
 
 def build_image_vq(spec) -> ImageVQ:
-    return ImageVQ(spec.path, spec.add_eos, spec.options.get("device", "auto"))
+    return ImageVQ(spec.path, spec.add_eos, spec.options.device or "auto")

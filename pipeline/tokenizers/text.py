@@ -231,7 +231,7 @@ def write_tiktoken_file(tokenizer: HFTokenizer, path: str) -> None:
 def build_hf(spec) -> HFTokenizer:
     path = str(local_file(spec.path))
     engine = "hf" if spec.engine == "auto" else spec.engine
-    return HFTokenizer(path, spec.add_eos, engine, spec.options.get("eos_token"))
+    return HFTokenizer(path, spec.add_eos, engine, spec.options.eos_token)
 
 
 def build_tiktoken(spec) -> TiktokenFileTokenizer:

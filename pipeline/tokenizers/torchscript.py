@@ -117,4 +117,5 @@ class TorchScriptTokenizer(Tokenizer):
 
 
 def build_torchscript(spec) -> TorchScriptTokenizer:
-    return TorchScriptTokenizer(spec.path, spec.options, spec.add_eos, spec.sample_rate, spec.fps)
+    options = spec.options.model_dump(exclude_none=True)  # a key left out takes the tokenizer's default
+    return TorchScriptTokenizer(spec.path, options, spec.add_eos, spec.sample_rate, spec.fps)

@@ -55,4 +55,4 @@ class VideoVQ(ImageVQ):
 
 
 def build_video(spec) -> VideoVQ:
-    return VideoVQ(spec.path, spec.fps or DEFAULT_FPS, spec.add_eos, spec.options.get("device", "auto"))
+    return VideoVQ(spec.path, spec.fps or DEFAULT_FPS, spec.add_eos, spec.options.device or "auto")

@@ -76,9 +76,10 @@ def test_video_frames_are_pruned_one_by_one_and_compose_with_temporal(random_cod
     assert per_frame.tolist() == [8, 0, int(np.ceil(changed / 2))]
 
 
-def test_prune_without_codebook_or_with_fractional_count_is_a_spec_error(random_codebook):
-    from pipeline.spec import SpecError
-    with pytest.raises(SpecError, match="prune.*codebook"):
-        build_stages([PruneSpec(kind="prune")], StageContext("image", 64))
-    with pytest.raises(SpecError, match="whole number"):
-        build_stages([PruneSpec(kind="prune", keep=2.5)], StageContext("image", 64, codebook=random_codebook))
+def test_prune_without_codebook_or_with_fractional_count_is_a_spec_error():
+    from pipeline.spec import SpecError, check_stages
+    from pipeline.tokenizer_spec import TokenizerTraits
+    with pytest.raises(SpecError, match=r"stages\[0\] \(prune\): needs a tokenizer with a codebook"):
+        check_stages([PruneSpec(kind="prune")], "image", TokenizerTraits(has_codebook=False, has_token_bytes=False))
+    with pytest.raises(ValueError, match="whole number"):
+        PruneSpec(kind="prune", keep=2.5)

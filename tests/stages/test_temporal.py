@@ -6,8 +6,9 @@ import logging
 import numpy as np
 import pytest
 
-from pipeline.spec import SpecError, TemporalSpec
+from pipeline.spec import SpecError, TemporalSpec, check_stages
 from pipeline.stages import StageContext, build_stages
+from pipeline.tokenizer_spec import TokenizerTraits
 from tests.stages.helpers import make_table, patch_codebook, rows, skimage_photos, vq_grid
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ def test_real_video_reduction(tmp_path):
 
 
 def test_temporal_on_text_is_a_spec_error_naming_stage_and_modality():
+    no_codebook = TokenizerTraits(has_codebook=False, has_token_bytes=True)
     with pytest.raises(SpecError, match=r"temporal.*modality 'text'"):
-        build_stages([TemporalSpec(kind="temporal")], StageContext("text", 100))
+        check_stages([TemporalSpec(kind="temporal")], "text", no_codebook)
     with pytest.raises(SpecError, match="codebook"):
-        build_stages([TemporalSpec(kind="temporal", threshold=0.5)], StageContext("video", 100))
+        check_stages([TemporalSpec(kind="temporal", threshold=0.5)], "video", no_codebook)

@@ -1,0 +1,150 @@
+"""One spec model per tokenizer kind: the fields and options each kind reads, and what it gives the stages.
+
+A key that a kind does not read is refused by name (`extra="forbid"` at every level), so
+`options: {devcie: cuda}` or `fps` on an `hf` tokenizer fails at spec time instead of being ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class SpecModel(BaseModel):
+    """Every spec model: frozen, and a key it does not know is an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class TokenizerTraits:
+    """What a tokenizer gives the stages: known from its kind at parse time, checked again once built."""
+
+    has_codebook: bool
+    has_token_bytes: bool
+    vocab_size: int | None = None  # known once the tokenizer is built
+
+
+class NoOptions(SpecModel):
+    """The options of a kind that reads none: any key here is a typo."""
+
+
+class DeviceOptions(SpecModel):
+    device: Literal["auto", "cpu", "cuda"] | None = Field(
+        None, description="where codes are computed; null: auto (cuda when the worker has a GPU)")
+
+
+class HFOptions(SpecModel):
+    eos_token: str | None = Field(None, description="the EOS token; null: the first of <|endoftext|>, </s>, "
+                                                    "<eos>, <|end_of_text|>, [SEP] in the vocabulary")
+
+
+class TorchScriptOptions(DeviceOptions):
+    vocab_size: int | None = Field(None, ge=1, description="null: the model's `vocab_size` attribute")
+    image_size: int | None = Field(None, ge=1, description="image side in pixels; null: 256")
+    patch_size: int | None = Field(None, ge=1, description="null: 16")
+
+
+# spec_hash reads every kind's tokenizer as the one loose model of before, so hashes stay put
+_HASHED_DEFAULTS = {"path": None, "engine": "auto", "pattern": None, "fps": None, "sample_rate": None}
+
+
+class BaseTokenizerSpec(SpecModel):
+    """What every kind has; the class variables say what its tokenizer gives and takes."""
+
+    kind: str
+    add_eos: bool = True
+    options: NoOptions = NoOptions()
+    modalities: ClassVar[tuple[str, ...]] = ()
+    has_codebook: ClassVar[bool] = False
+    has_token_bytes: ClassVar[bool] = False
+
+    def traits(self, vocab_size: int | None = None) -> TokenizerTraits:
+        return TokenizerTraits(self.has_codebook, self.has_token_bytes, vocab_size)
+
+    def hash_data(self) -> dict[str, Any]:
+        """The tokenizer part of spec_hash: options not given (null) are left out, as before."""
+        data = {**_HASHED_DEFAULTS, **self.model_dump(mode="json", exclude={"options"})}
+        return {**data, "options": self.options.model_dump(mode="json", exclude_none=True)}
+
+
+_PATH = Field(description="the tokenizer file, local or fsspec URL (make one with `tokenmill train`)")
+
+
+class HFTokenizerSpec(BaseTokenizerSpec):
+    kind: Literal["hf"]
+    path: str = _PATH
+    engine: Literal["auto", "hf", "tiktoken", "gigatoken"] = "auto"
+    options: HFOptions = HFOptions()
+    modalities: ClassVar[tuple[str, ...]] = ("text", "code", "binary")
+    has_token_bytes: ClassVar[bool] = True
+
+
+class TiktokenSpec(BaseTokenizerSpec):
+    kind: Literal["tiktoken"]
+    path: str = _PATH
+    pattern: str | None = Field(None, description="the pre-tokenizer regex; null: cl100k's")
+    modalities: ClassVar[tuple[str, ...]] = ("text", "code")
+    has_token_bytes: ClassVar[bool] = True
+
+
+class BytesSpec(BaseTokenizerSpec):
+    kind: Literal["bytes"]
+    modalities: ClassVar[tuple[str, ...]] = ("text", "code", "binary")
+    has_token_bytes: ClassVar[bool] = True
+
+
+class BinaryBPESpec(BaseTokenizerSpec):
+    kind: Literal["binary-bpe"]
+    path: str = _PATH
+    modalities: ClassVar[tuple[str, ...]] = ("binary",)
+    has_token_bytes: ClassVar[bool] = True
+
+
+class ImageVQSpec(BaseTokenizerSpec):
+    kind: Literal["image-vq"]
+    path: str = _PATH
+    options: DeviceOptions = DeviceOptions()
+    modalities: ClassVar[tuple[str, ...]] = ("image",)
+    has_codebook: ClassVar[bool] = True
+
+
+class AudioMuLawSpec(BaseTokenizerSpec):
+    kind: Literal["audio-mulaw"]
+    sample_rate: int | None = Field(None, ge=1, description="Hz the audio is resampled to; null: 16000")
+    modalities: ClassVar[tuple[str, ...]] = ("audio",)
+
+
+class AudioVQSpec(BaseTokenizerSpec):
+    kind: Literal["audio-vq"]
+    path: str = _PATH
+    options: DeviceOptions = DeviceOptions()
+    modalities: ClassVar[tuple[str, ...]] = ("audio",)
+    has_codebook: ClassVar[bool] = True
+
+
+class VideoSpec(BaseTokenizerSpec):
+    kind: Literal["video"]
+    path: str = _PATH
+    fps: float | None = Field(None, gt=0, description="frames a second taken from the video; null: 5")
+    options: DeviceOptions = DeviceOptions()
+    modalities: ClassVar[tuple[str, ...]] = ("video",)
+    has_codebook: ClassVar[bool] = True
+
+
+class TorchScriptSpec(BaseTokenizerSpec):
+    kind: Literal["torchscript"]
+    path: str = _PATH
+    sample_rate: int | None = Field(None, ge=1, description="Hz of the audio given to the model")
+    fps: float | None = Field(None, gt=0, description="frames a second given to the model")
+    options: TorchScriptOptions = TorchScriptOptions()
+    modalities: ClassVar[tuple[str, ...]] = ("image", "audio", "video")
+
+
+TOKENIZER_SPECS: dict[str, type[BaseTokenizerSpec]] = {
+    "hf": HFTokenizerSpec, "tiktoken": TiktokenSpec, "bytes": BytesSpec, "binary-bpe": BinaryBPESpec,
+    "image-vq": ImageVQSpec, "audio-mulaw": AudioMuLawSpec, "audio-vq": AudioVQSpec, "video": VideoSpec,
+    "torchscript": TorchScriptSpec}
+AnyTokenizerSpec = Annotated[Union[tuple(TOKENIZER_SPECS.values())], Field(discriminator="kind")]
+TOKENIZER_ADAPTER = TypeAdapter(AnyTokenizerSpec)
