@@ -13,12 +13,8 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parent.parent / "tests" / "bench" / "bench_text.py"
 
 
-def configure_bench_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("suite", choices=["text"], help="which benchmark (text: engines and the text pipeline)")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of tests/bench/bench_text.py (--help there)")
-
-
 def cli_bench(args: argparse.Namespace) -> int:
+    """`tokenmill bench text [...]` (arguments in pipeline.cli)."""
     from pipeline.errors import SpecError
     if not SCRIPT.is_file():
         raise SpecError(f"bench: {SCRIPT} not found; the benchmarks run from a source checkout "

@@ -133,19 +133,19 @@ def _train(source, modality: str, args: argparse.Namespace, max_bytes: int) -> d
     return result
 
 
-def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
-    """A command implemented in another module, imported only when it runs."""
+def _lazy(module: str, func: str, extra: str | None = None) -> Callable[[argparse.Namespace], int]:
+    """A command implemented in another module, imported only when it runs; `extra` installs what it needs."""
     def call(args: argparse.Namespace) -> int:
         import importlib
-        return getattr(importlib.import_module(module), func)(args)
+        try:
+            implementation = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if extra is None or (exc.name or "").startswith("pipeline"):
+                raise
+            raise SpecError(f"{args.command}: needs the package {exc.name!r}, which is not installed; "
+                            f"pip install 'tokenmill[{extra}]'") from None
+        return getattr(implementation, func)(args)
     return call
-
-
-def _configure(module: str, func: str) -> Callable[[argparse.ArgumentParser], None]:
-    def configure(p: argparse.ArgumentParser) -> None:
-        import importlib
-        getattr(importlib.import_module(module), func)(p)
-    return configure
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -169,10 +169,40 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-options", default=None, help="fsspec options as JSON")
 
 
+# The arguments of the commands implemented elsewhere live here, so that building the parser
+# imports none of their modules (report needs pandas and dask, which the base install lacks).
+def _submit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", help="job spec (YAML); its paths must be reachable from the cluster (e.g. s3://)")
+    p.add_argument("--address", required=True, help="Ray Jobs API, e.g. http://head:8265")
+    p.add_argument("--pip", action="append", help="pip requirement to install on the cluster (repeatable)")
+    p.add_argument("--no-follow", action="store_true", help="print the job id and return at once")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="output folder of a tokenmill run (holds dataset.json); local path or fsspec URL")
+    p.add_argument("--group-by", default="folder",
+                   help="folder (top folder of the input below their common prefix), extension, modality, "
+                        "or meta:<key> (a field of the samples' meta JSON); default: folder")
+    p.add_argument("--storage-options", default=None, help="fsspec storage options as JSON, e.g. for S3")
+
+
+def _stats_args(p: argparse.ArgumentParser) -> None:
+    _report_args(p)
+    p.add_argument("--json", action="store_true", help="print all statistics as JSON")
+
+
 def _export_args(p: argparse.ArgumentParser) -> None:
     formats = p.add_subparsers(dest="export_format", required=True)
-    from pipeline.sinks.megatron import configure_export_parser
-    configure_export_parser(formats.add_parser("megatron", help="Megatron-LM indexed dataset (.bin + .idx)"))
+    megatron = formats.add_parser("megatron", help="Megatron-LM indexed dataset (.bin + .idx)")
+    megatron.add_argument("out", help="dataset folder (or its dataset.json), local or any fsspec URL")
+    megatron.add_argument("dest_prefix", help="writes DEST_PREFIX.bin and DEST_PREFIX.idx")
+    megatron.add_argument("--storage-options", type=json.loads, default=None,
+                          help="fsspec options as JSON, for both OUT and DEST_PREFIX")
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("suite", choices=["text"], help="which benchmark (text: engines and the text pipeline)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of tests/bench/bench_text.py (--help there)")
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
@@ -183,8 +213,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "train": (cmd_train, "learn a tokenizer from a corpus"),
     "submit": (_lazy("pipeline.submit", "cli_submit"), "submit a job to a Ray cluster through the Ray Jobs API"),
     "inspect": (cmd_inspect, "find a sample's shard and input, or decode its tokens to files"),
-    "report": (_lazy("pipeline.report.build", "cli_report"), "write OUT/report.html (statistics and plots)"),
-    "stats": (_lazy("pipeline.report.build", "cli_stats"), "print the dataset statistics (--json for scripts)"),
+    "report": (_lazy("pipeline.report.build", "cli_report", extra="report"),
+             "write OUT/report.html (statistics and plots)"),
+    "stats": (_lazy("pipeline.report.build", "cli_stats", extra="report"),
+            "print the dataset statistics (--json for scripts)"),
     "export": (_lazy("pipeline.sinks.megatron", "cli_export"), "export a dataset for other trainers"),
     "bench": (_lazy("pipeline.bench_entry", "cli_bench"), "measure engine and pipeline throughput"),
 }
@@ -235,12 +267,12 @@ CONFIGURE: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "run": _run_args,
     "status": _status_args,
     "train": _train_args,
-    "submit": _configure("pipeline.submit", "configure_submit_parser"),
+    "submit": _submit_args,
     "inspect": _inspect_args,
-    "report": _configure("pipeline.report.build", "configure_report_parser"),
-    "stats": _configure("pipeline.report.build", "configure_stats_parser"),
+    "report": _report_args,
+    "stats": _stats_args,
     "export": _export_args,
-    "bench": _configure("pipeline.bench_entry", "configure_bench_parser"),
+    "bench": _bench_args,
 }
 
 

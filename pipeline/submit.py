@@ -89,12 +89,6 @@ def _follow(client, job_id: str, poll_s: float) -> str:
         time.sleep(poll_s)
 
 
-def configure_submit_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("job", help="job spec (YAML); its paths must be reachable from the cluster (e.g. s3://)")
-    p.add_argument("--address", required=True, help="Ray Jobs API, e.g. http://head:8265")
-    p.add_argument("--pip", action="append", help="pip requirement to install on the cluster (repeatable)")
-    p.add_argument("--no-follow", action="store_true", help="print the job id and return at once")
-
-
 def cli_submit(args: argparse.Namespace) -> int:
+    """`tokenmill submit JOB --address URL` (arguments in pipeline.cli)."""
     return submit(args.job, args.address, pip=args.pip, follow=not args.no_follow)

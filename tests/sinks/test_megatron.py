@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import s3fs
 
-from pipeline.sinks.megatron import configure_export_parser, export_megatron
+from pipeline.cli import build_parser
+from pipeline.sinks.megatron import cli_export, export_megatron
 from tests.loader.fixtures import read_rows, s3_options, stdlib_docs, upload, write_dataset
 
 __all__ = ["s3_options"]
@@ -70,13 +71,12 @@ def test_uint32_tokens_export_as_int32(tmp_path: Path) -> None:
 
 
 def test_cli_hook_exports_and_reports_failures(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    parser = configure_export_parser(argparse.ArgumentParser(prog="tokenmill export megatron"))
-    args = parser.parse_args([str(root), str(tmp_path / "cli")])
-    assert args.func(args) == 0
+    def parse(dest: str) -> argparse.Namespace:
+        return build_parser().parse_args(["export", "megatron", str(root), str(tmp_path / dest)])
+    assert cli_export(parse("cli")) == 0
     assert json.loads(capsys.readouterr().out)["n_sequences"] == 60
     next((root / "shards").glob("*.arrow")).unlink()
-    args = parser.parse_args([str(root), str(tmp_path / "broken")])
-    assert args.func(args) == 1
+    assert cli_export(parse("broken")) == 1
     assert not (tmp_path / "broken.idx").exists() and not (tmp_path / "broken.bin").exists()
     assert not list(tmp_path.glob("broken*"))
 
