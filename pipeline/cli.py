@@ -47,18 +47,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.job import run_job
+    from pipeline.job import RunOptions, run_job
     spec = load_spec(args.job, _overrides(args))
-    summary = run_job(spec, address=args.address, num_cpus=args.num_cpus, show_progress=not args.quiet)
-    report_path = _maybe_report(spec, summary)
+    summary = run_job(spec, RunOptions(address=args.address, num_cpus=args.num_cpus, show_progress=not args.quiet))
+    report_path = _maybe_report(spec)
     print_summary(summary, report_path)
     if args.summary_json:
         with open(args.summary_json, "w") as f:
-            json.dump(summary, f, indent=1, sort_keys=True)
-    return 1 if summary["units_failed"] else 0
+            json.dump(summary.to_json(), f, indent=1, sort_keys=True)
+    return 1 if summary.units_failed else 0
 
 
-def _maybe_report(spec, summary: dict[str, Any]) -> str | None:
+def _maybe_report(spec) -> str | None:
     if not spec.report:
         return None
     try:
@@ -68,25 +68,31 @@ def _maybe_report(spec, summary: dict[str, Any]) -> str | None:
     return write_report(spec.sink.uri, storage_options=spec.sink.storage_options)
 
 
-def print_summary(summary: dict[str, Any], report_path: str | None = None) -> None:
-    t, r = summary["totals"], summary["run_totals"]
-    print(f"tokenmill: {summary['name']} -> {summary['output']}")
-    print(f"  units: {summary['units_total']} planned, {summary['units_run']} run, "
-          f"{summary['units_skipped']} already committed, {summary['units_redone']} redone, "
-          f"{len(summary['units_failed'])} failed, {summary['retries']} retries")
-    print(f"  this run: {r['n_samples']:,} samples, {r['n_tokens']:,} tokens, {r['n_bytes']:,} bytes, "
-          f"{r['n_errors']} quarantined, {summary['seconds']} s, engine {summary['engine']}")
-    print(f"  throughput: {r['steady_mb_s']} MB/s while units ran, {r['mb_s']} MB/s over the whole run "
+def print_summary(summary, report_path: str | None = None) -> None:
+    """The run summary (pipeline.job.RunSummary) as the lines a person reads after `tokenmill run`."""
+    t, r = summary.totals, summary.run_totals
+    print(f"tokenmill: {summary.name} -> {summary.output}")
+    print(f"  units: {summary.units_total} planned, {summary.units_run} run, "
+          f"{summary.units_skipped} already committed, {summary.units_redone} redone, "
+          f"{len(summary.units_failed)} failed, {summary.retries} retries")
+    print(f"  this run: {r.n_samples:,} samples, {r.n_tokens:,} tokens, {r.n_bytes:,} bytes, "
+          f"{r.n_errors} quarantined, {summary.seconds} s, engine {summary.engine}")
+    print(f"  throughput: {r.steady_mb_s} MB/s while units ran, {r.mb_s} MB/s over the whole run "
           "(Ray start-up and planning included)")
     print(f"  dataset: {t['n_shards']} shards, {t['n_samples']:,} samples, {t['n_tokens']:,} tokens, "
           f"{t['n_bytes']:,} bytes, {t['n_errors']} quarantined")
-    for stage, stats in r.get("stages", {}).items():
+    for stage, stats in r.stages.items():
         print(f"  stage {stage}: " + ", ".join(f"{k} {v:,}" for k, v in stats.items())
               + _reduction(stats))
-    reason = summary.get("engine_report", {}).get("reason")
+    reason = summary.engine_report.get("reason")
     if reason:
-        print(f"  engine: {summary['engine']}: {reason}")
-    for unit_id, message in sorted(summary["units_failed"].items()):
+        print(f"  engine: {summary.engine}: {reason}")
+    for problem in summary.ledger_problems:
+        print(f"  ledger entry ignored, its unit redone or removed: {problem}")
+    if summary.foreign:
+        print(f"  not tokenmill's, left as they are: {', '.join(summary.foreign[:5])}"
+              + (f" (+{len(summary.foreign) - 5} more)" if len(summary.foreign) > 5 else ""))
+    for unit_id, message in sorted(summary.units_failed.items()):
         print(f"  FAILED {unit_id}: {message}")
     if report_path:
         print(f"  report: {report_path}")

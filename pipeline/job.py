@@ -24,7 +24,8 @@ from pipeline.progress import Progress
 from pipeline.rates import busy_span, mb_per_s
 from pipeline.spec import TEXT_MODALITIES, JobSpec
 from pipeline.storage import Storage
-from pipeline.tokenizers import Tokenizer, build_tokenizer
+from pipeline.tokenizers import Tokenizer
+from pipeline.validate import check_job
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def _write_state(storage: Storage, state: RunState) -> None:
 def run_job(spec: JobSpec, options: RunOptions = RunOptions()) -> RunSummary:
     """Run a job to a complete index; returns the run summary."""
     started = time.time()
-    tokenizer = build_tokenizer(spec.tokenizer)
+    tokenizer = check_job(spec)  # the tokenizer built once, and the stages checked against it, on the driver
     units = make_plan(spec)
     storage = Storage(spec.sink.uri, spec.sink.storage_options)
     check_output(storage)

@@ -2,7 +2,7 @@
 
 Engine choice (docs/architecture.md): a pool of long-lived actors, each holding one
 tokenizer, fed units by the driver with two in flight per actor. Ray Data's streaming
-executor adds ~6 s of pool start-up per dataset and hung on 2 CPUs (NOTES.md); units are
+executor adds ~6 s of pool start-up per dataset and hung on 2 CPUs (its actor pool took both CPUs and the reads never ran); units are
 coarse (tens of MB), so a plain actor pool keeps the engine busy with nothing in between.
 A dead actor is replaced and its units retried; a unit is retried at most
 `resources.max_retries` times, and a unit that keeps failing is reported, never skipped.

@@ -1,6 +1,6 @@
 """The machine-readable contracts in schemas/: job spec, shard columns, and the records of pipeline.dataset.
 
-`python -m pipeline.schemas` rewrites the files; tests/test_schemas.py fails when they drift.
+`python -m pipeline.schemas` rewrites the files; tests/test_spec.py fails when they drift.
 """
 from __future__ import annotations
 

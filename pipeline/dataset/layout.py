@@ -19,7 +19,7 @@ RUN_STATE = "_run.json"
 LOCK = "_lock"
 REPORT = "report.html"
 WRITE_TEST = ".write-test"
-ROOT_NAMES = (INDEX, LEDGER_DIR, SHARD_DIR, ERROR_DIR, TOKENIZER_DIR, RUN_STATE, LOCK, REPORT)
+ROOT_NAMES = (INDEX, LEDGER_DIR, SHARD_DIR, ERROR_DIR, TOKENIZER_DIR, RUN_STATE, LOCK, REPORT, WRITE_TEST)
 
 INDEX_FORMAT = "tokenmill.dataset"
 INDEX_VERSION = 1
@@ -40,7 +40,7 @@ UNIT_ID = re.compile(r"u-[0-9a-f]{20}")
 SHARD_NAME = re.compile(r"part-[0-9a-f]{16}")
 SHARD_FILE = re.compile(r"(part-[0-9a-f]{16})\.(arrow|parquet|tar)")
 TEMPORARY = re.compile(r"(.+)\.tmp-[0-9a-f]{32}")
-TOKENIZER_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+TOKENIZER_FILE = re.compile(r"[^/\\\x00]+")  # one path component: the tokenizer file's own name
 
 
 class LayoutError(ValueError):
@@ -94,7 +94,7 @@ def check_shard_path(path: str, shard: str, fmt: str) -> str:
 
 def check_tokenizer_path(path: str) -> str:
     folder, _, name = path.partition("/")
-    if folder != TOKENIZER_DIR or not TOKENIZER_FILE.fullmatch(name) or ".." in name:
+    if folder != TOKENIZER_DIR or not TOKENIZER_FILE.fullmatch(name) or name in (".", ".."):
         raise LayoutError(f"tokenizer file {path!r} is not a file directly under {TOKENIZER_DIR}/")
     return path
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_EXPORTS = ("compute_stats", "write_report", "cli_report", "cli_stats", "configure_report_parser",
-            "configure_stats_parser", "text_summary")
+_EXPORTS = ("compute_stats", "write_report", "cli_report", "cli_stats", "text_summary")
 __all__ = sorted(_EXPORTS)
 
 

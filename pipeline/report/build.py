@@ -89,25 +89,6 @@ def _storage_options(text: str | None) -> dict | None:
     return options
 
 
-def _common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out", help="output folder of a tokenmill run (holds dataset.json); local path or fsspec URL")
-    p.add_argument("--group-by", default="folder",
-                   help="folder (top folder of the input below their common prefix), extension, modality, "
-                        "or meta:<key> (a field of the samples' meta JSON); default: folder")
-    p.add_argument("--storage-options", default=None, help="fsspec storage options as JSON, e.g. for S3")
-
-
-def configure_report_parser(p: argparse.ArgumentParser) -> None:
-    """Arguments of `tokenmill report OUT`."""
-    _common_args(p)
-
-
-def configure_stats_parser(p: argparse.ArgumentParser) -> None:
-    """Arguments of `tokenmill stats OUT [--json]`."""
-    _common_args(p)
-    p.add_argument("--json", action="store_true", help="print all statistics as JSON")
-
-
 def _run(fn, args: argparse.Namespace):
     try:
         return fn(args.out, group_by=args.group_by, storage_options=_storage_options(args.storage_options))

@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.dataset import layout
+
 
 @dataclass
 class TokenBatch:
@@ -110,4 +112,4 @@ class Tokenizer:
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "fingerprint": self.fingerprint, "vocab_size": self.vocab_size,
                 "eos_id": self.eos_id, "engine": self.engine,
-                "files": [f"tokenizer/{p.name}" for p in self.files()]}
+                "files": [layout.tokenizer_file(p.name) for p in self.files()]}

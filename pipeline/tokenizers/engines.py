@@ -13,9 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import SpecError
-
-from pipeline.spec import TokenizerSpec
+from pipeline.tokenizer_spec import BaseTokenizerSpec
 from pipeline.tokenizers import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -31,7 +29,7 @@ def _encode_timed(tokenizer, docs: list[str]) -> tuple[list[np.ndarray], float]:
     return [batch.values[batch.offsets[i]:batch.offsets[i + 1]] for i in range(len(batch))], seconds
 
 
-def measure_engines(spec: TokenizerSpec, docs: list[str], engines: tuple[str, ...] = ENGINE_CANDIDATES) -> dict[str, Any]:
+def measure_engines(spec: BaseTokenizerSpec, docs: list[str], engines: tuple[str, ...] = ENGINE_CANDIDATES) -> dict[str, Any]:
     """Speed (MB/s) and exactness against `hf` of each engine that loads, on `docs`."""
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
     reference, hf_seconds = _encode_timed(build_tokenizer(spec, "hf"), docs)
@@ -49,7 +47,7 @@ def measure_engines(spec: TokenizerSpec, docs: list[str], engines: tuple[str, ..
     return results
 
 
-def choose_engine(spec: TokenizerSpec, docs: list[str]) -> tuple[str, dict[str, Any]]:
+def choose_engine(spec: BaseTokenizerSpec, docs: list[str]) -> tuple[str, dict[str, Any]]:
     """(engine, report) for a text tokenizer spec, given probe documents from the corpus."""
     if spec.kind != "hf":
         return build_tokenizer(spec).engine, {"reason": f"kind {spec.kind} has a single engine"}

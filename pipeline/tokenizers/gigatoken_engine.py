@@ -3,7 +3,7 @@
 gigatoken (PyPI, the engine behind Megatron-LM's preprocess_data_fast.py) returns a batch
 as an awkward array: one flat uint32 buffer plus int64 offsets, which become a TokenBatch
 without a Python object per token. Loaded from a path it needs neither `transformers` nor
-`tokenizers`. Its ids are not guaranteed identical to HF's (NOTES.md: 1 of 5,724 documents
+`tokenizers`. Its ids are not guaranteed identical to HF's (measured: 1 of 5,724 real documents
 differed), so `auto` uses it only when the probe shows it exact.
 """
 from __future__ import annotations

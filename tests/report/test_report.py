@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from pipeline.report import (cli_report, cli_stats, compute_stats, configure_report_parser,
-                             configure_stats_parser, write_report)
+from pipeline.cli import build_parser
+from pipeline.report import cli_report, cli_stats, compute_stats, write_report
 from pipeline.dataset.read import DatasetError
 from tests.report.fixtures import make_dataset
 
@@ -18,10 +18,9 @@ def plain(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("plain"), n_code=12, n_docs=3)
 
 
-def parse(configure, argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser()
-    configure(p)
-    return p.parse_args(argv)
+def parse(command: str, argv: list[str]) -> argparse.Namespace:
+    """The arguments as `tokenmill <command> ...` parses them."""
+    return build_parser().parse_args([command, *argv])
 
 
 def test_write_report_returns_the_file(plain):
@@ -78,7 +77,7 @@ def test_missing_shard_is_named(plain, tmp_path):
 
 
 def test_cli_stats_json_matches_compute_stats(plain, capsys):
-    assert cli_stats(parse(configure_stats_parser, [str(plain.out), "--json", "--group-by", "extension"])) == 0
+    assert cli_stats(parse("stats", [str(plain.out), "--json", "--group-by", "extension"])) == 0
     printed = json.loads(capsys.readouterr().out)
     direct = compute_stats(str(plain.out), group_by="extension")
     for key in ("totals", "groups", "modalities", "lengths", "vocab", "errors", "throughput"):
@@ -87,20 +86,20 @@ def test_cli_stats_json_matches_compute_stats(plain, capsys):
 
 
 def test_cli_stats_text(plain, capsys):
-    assert cli_stats(parse(configure_stats_parser, [str(plain.out)])) == 0
+    assert cli_stats(parse("stats", [str(plain.out)])) == 0
     out = capsys.readouterr().out
     total = json.loads((plain.out / "dataset.json").read_text())["totals"]["n_tokens"]
     assert f"{total:,} tokens" in out and "code" in out and "docs" in out
 
 
 def test_cli_report_prints_the_path(plain, capsys):
-    assert cli_report(parse(configure_report_parser, [str(plain.out)])) == 0
+    assert cli_report(parse("report", [str(plain.out)])) == 0
     assert capsys.readouterr().out.strip() == str(plain.out / "report.html")
 
 
 def test_cli_on_a_non_dataset_fails_with_a_message(tmp_path, capsys):
-    assert cli_report(parse(configure_report_parser, [str(tmp_path)])) == 2
-    assert cli_stats(parse(configure_stats_parser, [str(tmp_path), "--json"])) == 2
+    assert cli_report(parse("report", [str(tmp_path)])) == 2
+    assert cli_stats(parse("stats", [str(tmp_path), "--json"])) == 2
     err = capsys.readouterr().err
     assert err.count("not a tokenmill dataset") == 2
 
