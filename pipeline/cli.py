@@ -11,8 +11,7 @@ import logging
 import sys
 from typing import Any, Callable
 
-from pipeline.errors import OutputError, UnitFailed
-from pipeline.errors import SpecError
+from pipeline.errors import ClusterLost, OutputError, SpecError, UnitFailed
 from pipeline.spec import load_spec
 
 log = logging.getLogger("tokenmill")
@@ -49,7 +48,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.job import RunOptions, run_job
     spec = load_spec(args.job, _overrides(args))
-    summary = run_job(spec, RunOptions(address=args.address, num_cpus=args.num_cpus, show_progress=not args.quiet))
+    summary = run_job(spec, RunOptions(address=args.address, num_cpus=args.num_cpus, show_progress=not args.quiet,
+                                         verify=args.verify))
     report_path = _maybe_report(spec)
     print_summary(summary, report_path)
     if args.summary_json:
@@ -216,6 +216,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "plan": (cmd_plan, "list inputs and print the work units"),
     "run": (cmd_run, "run a job (embedded local Ray unless --address)"),
     "status": (cmd_status, "show a dataset's (or a running job's) progress"),
+    "verify": (_lazy("pipeline.verify", "cli_verify"), "check every shard's size and sha256 against the ledger"),
     "train": (cmd_train, "learn a tokenizer from a corpus"),
     "submit": (_lazy("pipeline.submit", "cli_submit"), "submit a job to a Ray cluster through the Ray Jobs API"),
     "inspect": (cmd_inspect, "find a sample's shard and input, or decode its tokens to files"),
@@ -250,11 +251,18 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--summary-json", help="also write the run summary to this file")
+    p.add_argument("--verify", action="store_true",
+                   help="also check every committed shard's sha256 (reads them all) and redo those that differ")
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="output folder (sink.uri)")
     p.add_argument("--json", action="store_true")
+
+
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    _status_args(p)
+    p.add_argument("--storage-options", default=None, help="fsspec options as JSON")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -272,6 +280,7 @@ CONFIGURE: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "plan": _job_args,
     "run": _run_args,
     "status": _status_args,
+    "verify": _verify_args,
     "train": _train_args,
     "submit": _submit_args,
     "inspect": _inspect_args,
@@ -291,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, OutputError, ConnectionError) as exc:
         print(f"tokenmill: error: {exc}", file=sys.stderr)
         return 2
-    except UnitFailed as exc:  # on_error: fail met a bad record; committed units stay committed
+    except (UnitFailed, ClusterLost) as exc:  # committed units stay committed; the message says how to go on
         print(f"tokenmill: failed: {exc}", file=sys.stderr)
         return 1
 

@@ -34,5 +34,9 @@ class UnitFailed(RuntimeError):
     """A work unit failed as a whole (not one bad record): retried, then reported."""
 
 
+class ClusterLost(RuntimeError):
+    """The Ray cluster can no longer run the work (its node died, no node can host a worker)."""
+
+
 class OutputError(RuntimeError):
     """The output location cannot be used (not writable, another run holds it, ...)."""

@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.dataset import layout
 from pipeline.dataset.read import DatasetFolder
 from pipeline.dataset.records import DatasetIndex, LedgerEntry, RunState
-from pipeline.errors import OutputError, SpecError, UnitFailed
+from pipeline.errors import ClusterLost, OutputError, SpecError, UnitFailed
 from pipeline.ledger import Ledger, build_index, write_index
 from pipeline.lock import RunLease
 from pipeline.plan import WorkUnit, make_plan
@@ -40,6 +40,7 @@ class RunOptions:
     address: str | None = None
     num_cpus: int | None = None
     show_progress: bool = True
+    verify: bool = False  # read every committed shard and redo those whose sha256 differs
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,9 @@ def run_job(spec: JobSpec, options: RunOptions = RunOptions()) -> RunSummary:
     units = make_plan(spec)
     storage = Storage(spec.sink.uri, spec.sink.storage_options)
     check_output(storage)
-    with RunLease(storage):
+    with RunLease(storage) as lease:
         previous = previous_index(storage, tokenizer)
-        return _run_locked(spec, storage, tokenizer, units, previous, started, options)
+        return _run_locked(spec, storage, tokenizer, units, previous, started, options, lease)
 
 
 def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokenizer,
@@ -188,9 +189,10 @@ def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokeniz
 
 
 def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: list[WorkUnit],
-                previous: DatasetIndex | None, started: float, options: RunOptions) -> RunSummary:
+                previous: DatasetIndex | None, started: float, options: RunOptions, lease: RunLease) -> RunSummary:
     ledger = Ledger(storage)
-    todo, redo = ledger.split_plan(units, spec.spec_hash(), list(spec.sink.formats), tokenizer.fingerprint)
+    todo, redo = ledger.split_plan(units, spec.spec_hash(), list(spec.sink.formats), tokenizer.fingerprint,
+                                   hashes=options.verify)
     for unit_id, reason in sorted(redo.items()):
         log.warning("unit %s is redone: %s", unit_id, reason)
     engine, engine_report = _engine_for(spec, previous, tokenizer, todo)
@@ -199,16 +201,20 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
                      started=started, host=socket.gethostname(), pid=os.getpid(), engine=engine)
     _write_state(storage, state)
     try:
-        outcome = _execute(spec, todo, engine, options)
-    except UnitFailed as exc:  # on_error: fail; what committed stays committed, the state says why
+        outcome = _execute(spec, todo, engine, options, lease)
+    except (UnitFailed, ClusterLost) as exc:  # what committed stays committed, the state says why
         _write_state(storage, state.model_copy(update={"state": "failed", "finished": time.time(),
                                                        "error": str(exc)}))
         raise
+    crash_point("units-committed")
+    lease.check()  # another run may hold the folder now: write nothing more
     scan = ledger.scan()  # read once after the run; the index and the cleanup share it
     from pipeline.unit import output_dtype
     header = index_header(spec, tokenizer, engine, output_dtype(spec, tokenizer))
     index = build_index(scan.entries, units, header, ledger.folder.shard_sizes())
     write_index(storage, index)  # first: the index never names a shard the cleanup below removes
+    crash_point("index-written")
+    lease.check()
     removed, orphans = cleanup(ledger, units, scan.entries)
     finished = time.time()
     summary = RunSummary(
@@ -234,9 +240,12 @@ def cleanup(ledger: Ledger, units: list[WorkUnit], entries: dict[str, LedgerEntr
     index names only planned units' shards, and the next run finishes the deleting.
     """
     removed = ledger.remove_stale(units, entries)
+    crash_point("stale-removed")
     ledger.remove_invalid_entries(units)
     live = {unit_id: e for unit_id, e in entries.items() if unit_id not in removed}
-    return removed, ledger.remove_orphans(live)
+    orphans = ledger.remove_orphans(live)
+    crash_point("orphans-removed")
+    return removed, orphans
 
 
 def _run_totals(entries: list[LedgerEntry], seconds: float) -> RunTotals:
@@ -262,11 +271,24 @@ def _stage_totals(entries: list[LedgerEntry]) -> dict[str, dict[str, float]]:
     return totals
 
 
-def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, options: RunOptions):
+def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, options: RunOptions, lease: RunLease):
     from pipeline import runner
     progress = Progress(len(todo)) if options.show_progress else None
     if not todo:
         return runner.RunOutcome()
+
+    def committed(entry: LedgerEntry) -> None:
+        lease.check()  # a run that lost its lease stops here instead of running on beside the new holder
+        if progress:
+            progress.commit(entry)
     runner.connect(options.address, options.num_cpus)
-    return runner.run_units(spec, todo, engine, progress.commit if progress else None,
-                            progress.retry if progress else None)
+    return runner.run_units(spec, todo, engine, committed, progress.retry if progress else None)
+
+
+CRASH_ENV = "TOKENMILL_TEST_CRASH_AT"
+
+
+def crash_point(step: str) -> None:
+    """Fault injection for the end-of-run tests: the driver dies here (as by SIGKILL) when asked to."""
+    if os.environ.get(CRASH_ENV) == step:
+        os._exit(137)

@@ -43,7 +43,7 @@ class Ledger:
         return self.scan().entries
 
     def valid(self, entry: LedgerEntry, unit: WorkUnit, spec_hash: str, tokenizer_fingerprint: str | None,
-              sizes: dict[str, int]) -> str | None:
+              sizes: dict[str, int], hashes: bool = False) -> str | None:
         """None when the entry commits this unit as planned, else why it must be redone."""
         if entry.fingerprint != unit.fingerprint:
             return "input changed"
@@ -54,11 +54,14 @@ class Ledger:
         for fmt, info in entry.files.items():
             if sizes.get(info.path) != info.size:
                 return f"{fmt} shard {info.path} missing or truncated"
+            if hashes and self.folder.sha256(info.path) != info.sha256:
+                return f"{fmt} shard {info.path} changed on storage (sha256 differs from the ledger's)"
         return None
 
     def split_plan(self, units: list[WorkUnit], spec_hash: str, formats: list[str],
-                   tokenizer_fingerprint: str | None = None) -> tuple[list[WorkUnit], dict[str, str]]:
-        """Units still to run, and for each redone unit with an entry, the reason."""
+                   tokenizer_fingerprint: str | None = None,
+                   hashes: bool = False) -> tuple[list[WorkUnit], dict[str, str]]:
+        """Units still to run, and for each redone unit with an entry, the reason (`hashes`: read every shard)."""
         scan, sizes = self.scan(), self.folder.shard_sizes()
         invalid = {rel.rsplit("/", 1)[-1].removesuffix(".json"): line for rel, line in scan.problems.items()}
         todo, redo = [], {}
@@ -67,7 +70,7 @@ class Ledger:
             if entry is None:
                 reason = f"ledger entry invalid ({invalid[unit.id]})" if unit.id in invalid else "not committed"
             else:
-                reason = self.valid(entry, unit, spec_hash, tokenizer_fingerprint, sizes)
+                reason = self.valid(entry, unit, spec_hash, tokenizer_fingerprint, sizes, hashes)
                 if reason is None and sorted(entry.files) != sorted(formats):
                     reason = "output formats changed"
             if reason is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # noqa: E402
 from ray.exceptions import RayActorError, RayTaskError  # noqa: E402
 
-from pipeline.errors import UnitFailed  # noqa: E402
+from pipeline.errors import ClusterLost, UnitFailed  # noqa: E402
 from pipeline.plan import WorkUnit  # noqa: E402
 from pipeline.spec import JobSpec  # noqa: E402
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IN_FLIGHT_PER_WORKER = 2
+CLUSTER_CHECK_S = 5.0   # how often the driver asks the GCS whether the work can still run
+GCS_ANSWER_S = 10.0     # a GCS that does not answer in this long counts as a problem
 # the driver's object-store settings travel to the workers as an actor argument (never a runtime_env,
 # whose contents show up in the dashboard), so `AWS_*` set where `tokenmill run` runs apply everywhere
 FORWARDED_ENV_PREFIXES = ("AWS_", "FSSPEC_", "GOOGLE_APPLICATION_CREDENTIALS")
@@ -125,6 +128,8 @@ class ActorPool:
         self.threads = max(1, int(spec.resources.cpus_per_worker))
         self.actors = [self._new_actor() for _ in range(n_workers)]
         self.load = [0] * n_workers
+        self.order: list[deque] = [deque() for _ in range(n_workers)]  # refs in the order each actor runs them
+        self.head_since = [time.monotonic()] * n_workers  # when the actor's first ref started running
 
     def _new_actor(self):
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
@@ -137,6 +142,19 @@ class ActorPool:
             pass
         self.actors[idx] = self._new_actor()
         self.load[idx] = 0
+        self.order[idx] = deque()
+        self.head_since[idx] = time.monotonic()
+
+    def finished(self, idx: int, ref: Any) -> None:
+        """A ref of actor idx is done: the next one in its order starts running now."""
+        if ref in self.order[idx]:
+            self.order[idx].remove(ref)
+            self.head_since[idx] = time.monotonic()
+
+    def overdue(self, timeout_s: float) -> list[int]:
+        """Actors whose running unit has taken longer than timeout_s."""
+        now = time.monotonic()
+        return [i for i, refs in enumerate(self.order) if refs and now - self.head_since[i] > timeout_s]
 
 
 def run_units(spec: JobSpec, units: list[WorkUnit], engine: str | None,
@@ -149,6 +167,8 @@ def run_units(spec: JobSpec, units: list[WorkUnit], engine: str | None,
     pool = ActorPool(spec, engine, worker_count(spec, len(units)))
     queue: deque[tuple[WorkUnit, int]] = deque((u, 1) for u in units)
     inflight: dict[Any, tuple[WorkUnit, int, int, Any]] = {}
+    watch = ClusterWatch(spec.resources.stall_timeout, spec.resources.cpus_per_worker)
+    timed_out: dict[Any, str] = {}  # refs whose unit ran past unit_timeout -> the message
     while queue or inflight:
         _submit(pool, queue, inflight)
         ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
@@ -156,6 +176,7 @@ def run_units(spec: JobSpec, units: list[WorkUnit], engine: str | None,
             unit, idx, attempt, actor = inflight.pop(ref)
             if pool.actors[idx] is actor:
                 pool.load[idx] -= 1
+                pool.finished(idx, ref)
             error = _result(ref, outcome, on_commit)
             if error is None:
                 continue
@@ -163,8 +184,86 @@ def run_units(spec: JobSpec, units: list[WorkUnit], engine: str | None,
             if lost and pool.actors[idx] is actor:
                 pool.replace(idx)
                 outcome.workers_replaced += 1
+            if ref in timed_out:
+                message = timed_out.pop(ref)
+            elif lost and actor in watch.killed:  # queued behind a unit that timed out: not its fault
+                queue.append((unit, attempt))
+                continue
             _retry_or_fail(spec, unit, attempt, lost, message, queue, outcome, on_retry)
+        _kill_overdue(pool, spec.resources.unit_timeout, inflight, timed_out, watch)
+        watch.check(len(outcome.committed), len(units))
     return outcome
+
+
+def _kill_overdue(pool: ActorPool, timeout_s: float, inflight: dict, timed_out: dict, watch: "ClusterWatch") -> None:
+    """Kill the worker of a unit that ran past resources.unit_timeout; its refs come back as lost."""
+    for idx in pool.overdue(timeout_s):
+        head = pool.order[idx][0]
+        unit = inflight[head][0] if head in inflight else None
+        timed_out[head] = (f"unit timeout: still running after {timeout_s:g} s (resources.unit_timeout); "
+                           "its worker was killed")
+        log.warning("unit %s ran past resources.unit_timeout (%g s): killing its worker",
+                    unit.id if unit else "?", timeout_s)
+        watch.killed.add(pool.actors[idx])
+        try:
+            ray.kill(pool.actors[idx])
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        pool.order[idx] = deque()  # nothing more is timed on this actor; it is replaced when its refs fail
+        pool.head_since[idx] = float("inf")
+
+
+class ClusterWatch:
+    """Notices when the work can no longer progress: no alive node, or none that can host a worker.
+
+    Ray does not fail a `ray.wait` on actors whose node died (the embedded Ray's raylet exits
+    with its dashboard agent, and the retried actors can never be placed), so the driver asks
+    the GCS itself every CLUSTER_CHECK_S and gives up when a problem lasts stall_timeout.
+    """
+
+    def __init__(self, stall_timeout_s: float, cpus_per_worker: float) -> None:
+        self.stall_timeout_s, self.cpus = stall_timeout_s, cpus_per_worker
+        self.checked = time.monotonic()
+        self.since: float | None = None
+        self.killed: set = set()
+
+    def check(self, committed: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.checked < CLUSTER_CHECK_S:
+            return
+        self.checked = now
+        problem = cluster_problem(self.cpus)
+        if problem is None:
+            self.since = None
+            return
+        self.since = self.since or now
+        log.warning("%s (for %.0f s; the run stops after %g s)", problem, now - self.since, self.stall_timeout_s)
+        if now - self.since >= self.stall_timeout_s:
+            raise ClusterLost(f"{problem}; rerun the same command to resume: {committed} of {total} units "
+                              "of this run are committed")
+
+
+def cluster_problem(cpus_per_worker: float) -> str | None:
+    """Why no worker can run now (no alive node, too few CPUs, a silent GCS), or None."""
+    answer: dict[str, Any] = {}
+
+    def ask() -> None:
+        try:
+            answer["nodes"] = ray.nodes()
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is the finding
+            answer["error"] = f"{type(exc).__name__}: {exc}"
+    thread = threading.Thread(target=ask, name="tokenmill-cluster-check", daemon=True)
+    thread.start()
+    thread.join(GCS_ANSWER_S)
+    if "nodes" not in answer:
+        return f"the Ray cluster does not answer ({answer.get('error', f'no reply in {GCS_ANSWER_S:g} s')})"
+    alive = [n for n in answer["nodes"] if n.get("Alive")]
+    if not alive:
+        return "the Ray node running this job died (raylet exited), and no other node is alive"
+    cpus = max((n.get("Resources", {}).get("CPU", 0) for n in alive), default=0)
+    if cpus < cpus_per_worker:
+        return f"no alive Ray node has {cpus_per_worker:g} CPU for a worker (the largest has {cpus:g})"
+    return None
 
 
 def _submit(pool: ActorPool, queue: deque, inflight: dict) -> None:
@@ -172,7 +271,11 @@ def _submit(pool: ActorPool, queue: deque, inflight: dict) -> None:
         while queue and pool.load[idx] < IN_FLIGHT_PER_WORKER:
             unit, attempt = queue.popleft()
             actor = pool.actors[idx]
-            inflight[actor.run.remote(unit, attempt)] = (unit, idx, attempt, actor)
+            ref = actor.run.remote(unit, attempt)
+            inflight[ref] = (unit, idx, attempt, actor)
+            if not pool.order[idx]:
+                pool.head_since[idx] = time.monotonic()
+            pool.order[idx].append(ref)
             pool.load[idx] += 1
 
 

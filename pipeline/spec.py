@@ -180,11 +180,32 @@ class SinkSpec(SpecModel):
         return v
 
 
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: float | int | str) -> float:
+    """Turn 90, "90s", "5m" or "1h" into seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r} (use seconds or e.g. '20s', '5m', '1h')")
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*", str(value))
+    if not match or match.group(2) not in _DURATION_UNITS:
+        raise ValueError(f"not a duration: {value!r} (use seconds or e.g. '20s', '5m', '1h')")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration),
+                     Field(gt=0, allow_inf_nan=False, description="seconds: a number or e.g. '20s', '5m', '1h'")]
+
+
 class ResourcesSpec(SpecModel):
     workers: int | Literal["auto"] = "auto"
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     max_retries: int = Field(3, ge=0)
+    unit_timeout: Duration = 3600.0  # a unit running longer has its worker killed and is retried
+    stall_timeout: Duration = 120.0  # no alive node can run the work for this long: the run stops
 
 
 class JobSpec(SpecModel):

@@ -45,7 +45,7 @@ def _driver_alive(folder: DatasetFolder) -> bool:
     """Whether the run that wrote _run.json still holds the output's lease."""
     from pipeline.lock import holder_alive
     try:
-        return holder_alive(json.loads(folder.storage.read_bytes(layout.LOCK)))
+        return holder_alive(json.loads(folder.storage.read_bytes(layout.LOCK)), folder.storage)
     except (FileNotFoundError, ValueError):
         return False
 

@@ -16,9 +16,17 @@ from pipeline.dataset.layout import temporary_name
 _LOCAL_PROTOCOLS = ("file", "local")
 
 
+# an endpoint that accepts connections and never answers fails in about a minute, naming itself,
+# instead of hanging a plan or a unit forever; users override with storage_options.config_kwargs
+S3_TIMEOUTS = {"connect_timeout": 10, "read_timeout": 60, "retries": {"max_attempts": 4, "mode": "standard"}}
+
+
 def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem for a URI and the path inside it (AWS_* variables apply to s3://)."""
-    return url_to_fs(uri, **(storage_options or {}))
+    """The filesystem for a URI and the path inside it (AWS_* variables apply to s3://), with bounded waits."""
+    options = dict(storage_options or {})
+    if uri.startswith(("s3://", "s3a://")):
+        options["config_kwargs"] = {**S3_TIMEOUTS, **options.get("config_kwargs", {})}
+    return url_to_fs(uri, **options)
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -55,6 +63,17 @@ class Storage:
             return int(self.fs.size(self.path(rel)))
         except FileNotFoundError:
             return None
+
+    def modified(self, rel: str) -> float | None:
+        """When `rel` last changed, by the storage's own clock (epoch seconds); None if unknown or absent."""
+        try:
+            info = self.fs.info(self.path(rel))
+        except (FileNotFoundError, OSError):
+            return None
+        value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        return float(value) if isinstance(value, (int, float)) else None
 
     def listdir(self, rel: str) -> list[str]:
         """Names (not paths) directly under `rel`; empty when the folder does not exist."""
@@ -122,7 +141,7 @@ def local_file(uri: str) -> Path:
     target = Path(tempfile.gettempdir()) / "tokenmill-tokenizers" / hashlib.sha256(uri.encode()).hexdigest()[:16]
     target.mkdir(parents=True, exist_ok=True)
     local = target / Path(uri).name
-    with fsspec.open(uri, "rb") as f:
-        local.write_bytes(f.read())
+    fs, path = filesystem(uri)
+    local.write_bytes(fs.cat_file(path))
     return local
 

@@ -8,6 +8,7 @@ that fails is reported as a problem with its file name, never trusted.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -189,6 +190,17 @@ class DatasetFolder:
         """Sizes of tokenmill's shard files on storage, by relative path (one listing)."""
         return {f"{layout.SHARD_DIR}/{n}": i["size"] for n, i in self.storage.list_detail(layout.SHARD_DIR).items()
                 if i["type"] == "file" and layout.SHARD_FILE.fullmatch(n)}
+
+    def sha256(self, rel: str) -> str | None:
+        """The sha256 of a file as stored (read in chunks), or None when it is not there."""
+        digest = hashlib.sha256()
+        try:
+            with self.fs.open(self.path(rel), "rb") as f:
+                while chunk := f.read(8 << 20):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            return None
+        return digest.hexdigest()
 
     def read_table(self, ref: ShardRef, columns: list[str] | None = None) -> pa.Table:
         """Columns of one shard (all when None), with the shard's schema metadata; checked against its size."""
