@@ -83,3 +83,29 @@ def frozen_garbage() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+def descendants(pid: int) -> list[int]:
+    """Process ids below `pid` (children, grandchildren, ...), from /proc: the processes a test started."""
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        kids = [p for p, pp in parent.items() if pp == current]
+        found += kids
+        todo += kids
+    return found
+
+
+def process_title(pid: int) -> str:
+    """A process's command line as `ps` shows it (Ray names its processes `ray::<Name>`)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
