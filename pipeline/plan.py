@@ -5,6 +5,9 @@ cheap and gives the same units on every rerun. Small files are grouped by conten
 boundaries over the sorted listing: a file ends a unit when a hash of its path falls under
 size/unit_bytes. Adding or removing one file therefore changes only the unit it falls in,
 which is what makes nightly incremental runs redo only new work. Cost: O(n) in the listing.
+Entries the listing cannot read (pipeline.sources.listing) ride in units like files of
+size 0, so their readers quarantine them and the run counts them. Compressed lines/jsonl
+files are one unit each: a compressed stream cannot be entered at a byte offset.
 """
 from __future__ import annotations
 
@@ -15,24 +18,14 @@ from typing import Any, Iterable, Iterator
 
 from pipeline.dataset import layout
 from pipeline.errors import SpecError
+from pipeline.sources.inputs import compression_of, is_transient
+from pipeline.sources.listing import InputFile, list_inputs
 from pipeline.spec import JobSpec
-from pipeline.storage import filesystem, is_local
+from pipeline.storage import filesystem
 
-_GLOB_CHARS = "*?["
+__all__ = ["InputFile", "InputRef", "WorkUnit", "cut_units", "list_inputs", "make_plan", "plan_summary"]
+
 _MAX_UNIT_FACTOR = 4  # a unit of small files never grows past 4x unit_bytes
-
-
-@dataclass(frozen=True)
-class InputFile:
-    """One listed input object and its fingerprint fields."""
-
-    uri: str
-    size: int
-    version: str  # etag on object stores, mtime_ns on local disks
-
-    @property
-    def fingerprint(self) -> str:
-        return f"{self.size}:{self.version}"
 
 
 @dataclass(frozen=True)
@@ -44,6 +37,13 @@ class InputRef:
     version: str
     start: int = 0
     end: int | None = None  # None: to the end
+    problem: str = ""  # a listed entry that is not read: its reader quarantines it with this reason
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not self.problem:
+            del data["problem"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -62,76 +62,12 @@ class WorkUnit:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "fingerprint": self.fingerprint, "n_bytes": self.n_bytes,
-                "inputs": [asdict(r) for r in self.inputs]}
+                "inputs": [r.to_json() for r in self.inputs]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "WorkUnit":
         return cls(data["id"], tuple(InputRef(**r) for r in data["inputs"]),
                    data["fingerprint"], data["n_bytes"])
-
-
-def _version(info: dict[str, Any]) -> str:
-    for key in ("ETag", "etag", "md5Hash", "crc32c"):
-        if info.get(key):
-            return str(info[key]).strip('"')
-    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
-        if info.get(key) is not None:
-            value = info[key]
-            return str(int(value * 1e9)) if isinstance(value, float) else str(value)
-    return ""
-
-
-def list_inputs(uris: Iterable[str], storage_options: dict[str, Any] | None = None) -> list[InputFile]:
-    """All input files under the URIs (globs, folders or single files), sorted by URI."""
-    found: dict[str, InputFile] = {}
-    for uri in uris:
-        try:
-            found.update(_list_one(uri, storage_options))
-        except (PermissionError, ConnectionError, OSError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise SpecError(f"source.uri: no such file or folder: {uri}") from None
-            raise SpecError(f"source.uri: cannot list {uri}: {type(exc).__name__}: {exc}") from None
-    if not found:
-        raise SpecError(f"source.uri: nothing matches {list(uris)}; check the path or glob")
-    return [found[k] for k in sorted(found)]
-
-
-def _list_one(uri: str, storage_options: dict[str, Any] | None) -> dict[str, InputFile]:
-    """The input files under one URI (a glob, a folder or a single file)."""
-    found: dict[str, InputFile] = {}
-    fs, path = filesystem(uri, storage_options)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    prefix = "" if is_local(fs) else f"{protocol}://"
-    if any(c in path for c in _GLOB_CHARS):
-        root = _static_prefix(path).rsplit("/", 1)[0] or "/"
-        if is_local(fs) and not fs.exists(root):  # object stores: glob itself raises 403/404
-            raise SpecError(f"source.uri: no such file or folder: {root} (in {uri})")
-        infos = fs.glob(path, detail=True)
-    elif fs.isdir(path):
-        infos = fs.find(path, detail=True)
-    elif fs.exists(path):
-        infos = {path: fs.info(path)}
-    else:
-        raise SpecError(f"source.uri: no such file or folder: {uri}")
-    base = _static_prefix(path)
-    for name, info in infos.items():
-        if info.get("type") == "directory" or _is_hidden(name[len(base):]):
-            continue
-        full = prefix + name
-        found[full] = InputFile(full, int(info.get("size") or 0), _version(info))
-    return found
-
-
-def _static_prefix(path: str) -> str:
-    """The part of a path before its first glob character (the listing root)."""
-    cut = min((path.index(c) for c in _GLOB_CHARS if c in path), default=len(path))
-    return path[:cut]
-
-
-def _is_hidden(path: str) -> bool:
-    """Skip temporary and hidden files (.tmp, .git) and tokenmill's own output folders."""
-    parts = path.split("/")
-    return any(p.startswith(".") or p in (layout.LEDGER_DIR, layout.ERROR_DIR) for p in parts) or layout.TMP_MARK in parts[-1]
 
 
 def _unit_id(refs: Iterable[InputRef]) -> str:
@@ -156,7 +92,7 @@ def group_small_files(files: list[InputFile], unit_bytes: int) -> Iterator[list[
     group: list[InputRef] = []
     total = 0
     for f in files:
-        group.append(InputRef(f.uri, f.size, f.version))
+        group.append(InputRef(f.uri, f.size, f.version, problem=f.problem))
         total += f.size
         if _ends_unit(f, unit_bytes) or total >= _MAX_UNIT_FACTOR * unit_bytes:
             yield group
@@ -172,14 +108,22 @@ def split_by_bytes(f: InputFile, unit_bytes: int) -> Iterator[list[InputRef]]:
 
 
 def split_parquet(f: InputFile, unit_bytes: int, storage_options: dict[str, Any] | None) -> Iterator[list[InputRef]]:
-    """Ranges of row groups of about unit_bytes (compressed) each."""
+    """Ranges of row groups of about unit_bytes (compressed) each; an unreadable file is one unit.
+
+    That unit's reader quarantines the file with the parquet error, so one truncated file
+    never stops the run; storage I/O that may pass stops planning instead (rerun it).
+    """
     import pyarrow.parquet as pq
     fs, path = filesystem(f.uri, storage_options)
     try:
         with fs.open(path, "rb") as handle:
             meta = pq.ParquetFile(handle).metadata
-    except Exception as exc:  # noqa: BLE001 - any footer failure makes the file one (failing) unit
-        raise SpecError(f"source.uri: {f.uri} is not a readable parquet file: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any footer failure: the reader says why
+        if is_transient(exc):
+            raise SpecError(f"source.uri: cannot read the footer of {f.uri}: {type(exc).__name__}: {exc}; "
+                            "rerun when the storage answers") from None
+        yield [InputRef(f.uri, f.size, f.version)]
+        return
     start, total = 0, 0
     for g in range(meta.num_row_groups):
         total += meta.row_group(g).total_byte_size
@@ -197,9 +141,11 @@ def cut_units(spec: JobSpec, files: list[InputFile]) -> list[WorkUnit]:
     groups: list[list[InputRef]] = []
     small: list[InputFile] = []
     for f in files:
-        if fmt == "parquet":
+        if f.problem:
+            small.append(f)
+        elif fmt == "parquet":
             groups.extend(split_parquet(f, unit_bytes, spec.source.storage_options))
-        elif fmt in ("lines", "jsonl") and f.size > unit_bytes:
+        elif fmt in ("lines", "jsonl") and f.size > unit_bytes and not compression_of(f.uri):
             groups.extend(split_by_bytes(f, unit_bytes))
         else:
             small.append(f)
@@ -210,7 +156,8 @@ def cut_units(spec: JobSpec, files: list[InputFile]) -> list[WorkUnit]:
 
 def make_plan(spec: JobSpec) -> list[WorkUnit]:
     """List the spec's inputs and cut them into units."""
-    return cut_units(spec, list_inputs(spec.source.uris, spec.source.storage_options))
+    source = spec.source
+    return cut_units(spec, list_inputs(source.uris, source.storage_options, source.follow_symlinks))
 
 
 def plan_summary(units: list[WorkUnit]) -> str:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Sequence, Union
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, Strict, ValidationError, field_validator, model_validator
 
 from pipeline.errors import SpecError
 from pipeline.tokenizer_spec import (TOKENIZER_ADAPTER, TOKENIZER_SPECS, AnyTokenizerSpec, BaseTokenizerSpec, SpecModel,
@@ -23,7 +24,9 @@ _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**1
 
 
 def parse_size(value: int | str) -> int:
-    """Turn 123, "64MiB" or "1.5GB" into a byte count."""
+    """Turn 123, "64MiB" or "1.5GB" into a byte count (true/false are not sizes)."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r} (use an integer or e.g. '128MiB')")
     if isinstance(value, int):
         return value
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(value))
@@ -33,6 +36,9 @@ def parse_size(value: int | str) -> int:
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=1, description="bytes: an integer or e.g. '128MiB'")]
+# counts are whole numbers given as such: `true` or 2.5 is refused, not read as 1 or 2
+Count = Annotated[int, Strict(), Field(ge=1)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 Modality = Literal["text", "code", "binary", "image", "audio", "video"]
@@ -40,12 +46,16 @@ TEXT_MODALITIES = ("text", "code")
 
 
 class DecodeLimits(SpecModel):
-    """Upper bounds applied while decoding one input; larger inputs are quarantined."""
+    """Upper bounds on one record, checked before its bytes are held; larger records are quarantined.
+
+    max_bytes (default 256 MiB) bounds every record of every format: a file, a line, a parquet
+    value, a tar sample (its members together), and the decompressed size of a compressed input.
+    """
 
     max_bytes: ByteSize = 256 << 20
-    max_pixels: int = 64_000_000
-    max_seconds: float = 3600.0
-    max_frames: int = 4096
+    max_pixels: Count = 64_000_000
+    max_seconds: Finite = Field(3600.0, gt=0)
+    max_frames: Count = 4096
 
 
 class SourceSpec(SpecModel):
@@ -57,6 +67,8 @@ class SourceSpec(SpecModel):
     unit_bytes: ByteSize = 64 << 20
     encoding_errors: Literal["quarantine", "replace"] = "quarantine"
     limits: DecodeLimits = DecodeLimits()
+    follow_symlinks: bool = Field(False, description="read symbolic links (never ones leading outside the source "
+                                                     "root); false: list each as a quarantined entry")
     storage_options: dict[str, Any] = {}
 
     @property
@@ -73,6 +85,7 @@ def TokenizerSpec(**fields: Any) -> BaseTokenizerSpec:  # a function named like 
 
 
 INT32_MAX = 2**31 - 1
+MAX_MERGES = 1 << 24  # the merge loop allocates ~32 bytes per allowed merge up front (pipeline/stages/merge_kernel.py)
 
 
 class _Stage(SpecModel):
@@ -89,10 +102,10 @@ class _Stage(SpecModel):
 
 class DynamicSpec(_Stage):
     kind: Literal["dynamic"]
-    max_merges: int = Field(4096, ge=0)
-    min_count: int = Field(2, ge=2)
+    max_merges: int = Field(4096, ge=0, le=MAX_MERGES, strict=True)
+    min_count: int = Field(2, ge=2, strict=True)
     scope: Literal["batch", "shard"] = "shard"
-    batch_size: int = Field(256, ge=1)
+    batch_size: Count = 256
     within_words: bool = False
 
     @property
@@ -116,7 +129,7 @@ class SpansSpec(_Stage):
 
 class PruneSpec(_Stage):
     kind: Literal["prune"]
-    keep: float = Field(0.25, gt=0, description="a fraction in (0, 1], or a whole number of tokens")
+    keep: float = Field(0.25, gt=0, allow_inf_nan=False, description="a fraction in (0, 1], or a whole number of tokens")
     modalities: ClassVar[tuple[str, ...]] = ("image", "video")
 
     @field_validator("keep")
@@ -133,7 +146,7 @@ class PruneSpec(_Stage):
 
 class TemporalSpec(_Stage):
     kind: Literal["temporal"]
-    threshold: float = Field(0.0, ge=0)
+    threshold: float = Field(0.0, ge=0, allow_inf_nan=False)
     modalities: ClassVar[tuple[str, ...]] = ("video",)
 
     def problem(self, modality: str, tok: TokenizerTraits) -> str | None:
@@ -200,10 +213,10 @@ Duration = Annotated[float, BeforeValidator(parse_duration),
 
 
 class ResourcesSpec(SpecModel):
-    workers: int | Literal["auto"] = "auto"
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
-    max_retries: int = Field(3, ge=0)
+    workers: Count | Literal["auto"] = "auto"
+    cpus_per_worker: float = Field(1.0, gt=0, allow_inf_nan=False)
+    gpus_per_worker: float = Field(0.0, ge=0, allow_inf_nan=False)
+    max_retries: int = Field(3, ge=0, strict=True)
     unit_timeout: Duration = 3600.0  # a unit running longer has its worker killed and is retried
     stall_timeout: Duration = 120.0  # no alive node can run the work for this long: the run stops
 
@@ -216,6 +229,9 @@ class JobSpec(SpecModel):
     sink: SinkSpec
     resources: ResourcesSpec = ResourcesSpec()
     on_error: Literal["quarantine", "fail"] = "quarantine"
+    on_error_max_fraction: float = Field(0.5, ge=0, le=1, allow_inf_nan=False,
+                                         description="a unit with more of its records quarantined (or no sample) "
+                                                     "is named in the summary and `tokenmill run` exits 3")
     report: bool = True
 
     @model_validator(mode="after")
@@ -225,10 +241,10 @@ class JobSpec(SpecModel):
 
     def spec_hash(self) -> str:
         """Hash of everything that changes shard contents (not sink location or resources)."""
-        data = self.model_dump(mode="json", exclude={"sink": {"uri", "storage_options"},
-                                                     "resources": True, "report": True})
-        data["source"].pop("storage_options", None)
-        data["source"].pop("uri", None)
+        data = self.model_dump(mode="json", exclude={"sink": {"uri", "storage_options"}, "resources": True,
+                                                     "report": True, "on_error_max_fraction": True})
+        for key in ("storage_options", "uri", "follow_symlinks"):  # where inputs are, not what a shard holds
+            data["source"].pop(key, None)
         data["tokenizer"] = self.tokenizer.hash_data()
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -295,7 +311,30 @@ def parse_spec(data: Any, origin: str = "spec", base: Path | None = None) -> Job
     path = getattr(tok, "path", None)
     if path and "://" not in path and not Path(path).expanduser().exists():
         raise SpecError(f"tokenizer.path: file not found: {path}")
+    check_apart(spec)
     return spec
+
+
+def _location(uri: str) -> str:
+    """A URI as a comparable location: real local paths, `protocol://bucket/key` elsewhere."""
+    from pipeline.sources.listing import source_root
+    if "://" in uri and not uri.startswith("file://"):
+        protocol, _, rest = uri.partition("://")
+        return f"{protocol}://{source_root(rest)}"
+    return os.path.realpath(source_root(os.path.expanduser(uri.removeprefix("file://"))))
+
+
+def check_apart(spec: JobSpec) -> None:
+    """Refuse a sink inside a source (a run would read its own shards back) or a source inside the sink."""
+    sink = _location(spec.sink.uri).rstrip("/")
+    for uri in spec.source.uris:
+        root = _location(uri).rstrip("/")
+        if sink == root or sink.startswith(root + "/"):
+            raise SpecError(f"sink.uri: {spec.sink.uri} lies inside source.uri {uri}; a run would read its own "
+                            "output as input. Write the output outside the source folder")
+        if root.startswith(sink + "/"):
+            raise SpecError(f"source.uri: {uri} lies inside sink.uri {spec.sink.uri}; read inputs from outside "
+                            "the output folder")
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:
@@ -304,7 +343,10 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
     if not p.is_file():
         raise SpecError(f"job spec not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{p}: not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r}); "
+                        "a job spec is a YAML file") from None
     except yaml.YAMLError as err:
         raise SpecError(f"{p}: not valid YAML: {err}") from None
     if not isinstance(data, dict):

@@ -138,7 +138,7 @@ def test_spec_and_path_faults_stop_before_work(tmp_path, ray_address):
 
 def test_validate_command(tmp_path):
     job = tmp_path / "j.yaml"
-    job.write_text("name: ok\nsource: {uri: /tmp}\ntokenizer: {kind: bytes}\nsink: {uri: out}\n")
+    job.write_text("name: ok\nsource: {uri: /usr/share/doc}\ntokenizer: {kind: bytes}\nsink: {uri: out}\n")
     result = run_cli("validate", str(job))
     assert result.returncode == 0 and "valid job spec" in result.stdout
 

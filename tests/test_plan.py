@@ -42,12 +42,17 @@ def test_unit_size_is_bounded():
         assert sum(r.size for r in u) <= 4 * 10_000
 
 
-def test_listing_skips_hidden_and_temporary_files(tmp_path):
+def test_listing_names_hidden_entries_once_and_reads_other_names(tmp_path):
     (tmp_path / "a.txt").write_text("a")
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "x").write_text("x")
-    (tmp_path / "b.txt.tmp-123").write_text("partial")
-    assert [f.uri for f in list_inputs([str(tmp_path)])] == [str(tmp_path / "a.txt")]
+    (tmp_path / "b.txt.tmp-123").write_text("not tokenmill's: an ordinary name")
+    (tmp_path / "_errors").mkdir()
+    (tmp_path / "_errors" / "c.txt").write_text("an ordinary folder name too")
+    listed = {f.uri: f.problem for f in list_inputs([str(tmp_path)])}
+    assert listed == {str(tmp_path / "a.txt"): "", str(tmp_path / "b.txt.tmp-123"): "",
+                      str(tmp_path / "_errors" / "c.txt"): "",
+                      str(tmp_path / ".git"): "hidden (its name starts with '.'); not read"}
 
 
 @settings(max_examples=40, deadline=None)
@@ -58,7 +63,7 @@ def test_byte_ranges_give_every_line_to_exactly_one_unit(tmp_path_factory, lines
     path.write_bytes("\n".join(lines).encode() + b"\n")
     spec = spec_for(path, "lines", unit_bytes)
     units = cut_units(spec, list_inputs([str(path)]))
-    got = [line for u in units for r in u.inputs for _, line in iter_lines(r, spec.source)]
+    got = [line for u in units for r in u.inputs for _, line, _ in iter_lines(r, spec.source)]
     assert got == [line.encode() for line in lines]
 
 

@@ -6,7 +6,7 @@ import pytest
 from pipeline.schemas import SCHEMA_DIR, SCHEMAS, render
 from pipeline.spec import SpecError, load_spec, parse_size, parse_spec
 
-BASE = {"name": "t", "source": {"uri": "/tmp", "format": "files", "modality": "code"},
+BASE = {"name": "t", "source": {"uri": "/tmp/corpus", "format": "files", "modality": "code"},
         "tokenizer": {"kind": "bytes"}, "sink": {"uri": "/tmp/out"}}
 
 

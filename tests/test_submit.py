@@ -81,7 +81,7 @@ def test_submit_runs_the_job_and_exits_with_its_status(tmp_path, head, bpe_token
 
 def test_submit_to_a_refusing_endpoint_fails_clearly(tmp_path):
     job = tmp_path / "job.yaml"
-    job.write_text("name: x\nsource: {uri: /tmp}\ntokenizer: {kind: bytes}\nsink: {uri: out}\n")
+    job.write_text("name: x\nsource: {uri: /usr/share/doc}\ntokenizer: {kind: bytes}\nsink: {uri: out}\n")
     result = run_cli("submit", str(job), "--address", f"http://127.0.0.1:{free_port()}", timeout=120)
     assert result.returncode == 2
     assert "cannot reach the Ray Jobs API" in result.stderr.strip().splitlines()[-1]

@@ -1,11 +1,18 @@
-"""`format: files`: one sample per file, read whole (bounded by limits.max_bytes)."""
+"""`format: files`: one sample per file, read whole, never more than limits.max_bytes of it.
+
+A compressed file (.gz, .bz2, .xz, .zst) is one sample of its decompressed bytes, read up to
+max_bytes + 1: a gzip bomb is quarantined after max_bytes, never held whole. Local files are
+opened one by one (regular files only, unchanged since planning); object-store files are
+fetched 64 at a time, and a size that is not the planned one quarantines the object.
+"""
 from __future__ import annotations
 
 from typing import Iterator
 
 from pipeline.errors import Quarantined
-from pipeline.plan import WorkUnit
-from pipeline.sources import RawRecord
+from pipeline.plan import InputRef, WorkUnit
+from pipeline.sources import RawRecord, read_inputs
+from pipeline.sources.inputs import InputProblem, check_unchanged, compression_of, open_input, storage_error
 from pipeline.spec import SourceSpec
 from pipeline.storage import filesystem, is_local
 
@@ -14,27 +21,60 @@ _REMOTE_BATCH = 64  # objects fetched concurrently from an object store
 
 def read_files(unit: WorkUnit, source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
     """Yield each file of the unit as one record; oversized files are quarantined unread."""
+    refs = list(unit.inputs)
+    readable = [r for r in refs if not r.problem]
+    if readable and not is_local(filesystem(readable[0].uri, source.storage_options)[0]):
+        yield from _remote(refs, source)
+        return
+    yield from read_inputs(refs, lambda ref: _read_one(ref, source), "file")
+
+
+def _read_one(ref: InputRef, source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
     limit = source.limits.max_bytes
-    refs = [r for r in unit.inputs]
+    if ref.size > limit:
+        yield Quarantined(ref.uri, "", f"file is {ref.size} bytes, over limits.max_bytes={limit}", "read")
+        return
+    with open_input(ref, source) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        yield Quarantined(ref.uri, "", f"decompresses to more than limits.max_bytes={limit} bytes "
+                          f"({ref.size} bytes compressed); not read further", "read")
+        return
+    if not compression_of(ref.uri) and len(data) != ref.size:
+        raise InputProblem(f"changed since planning: read {len(data)} bytes, planned {ref.size}")
+    yield RawRecord(ref.uri, ref.uri, data, len(data))
+
+
+def _remote(refs: list[InputRef], source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
+    """Uncompressed objects in concurrent batches; the rest one by one, all in unit order."""
+    limit = source.limits.max_bytes
+    batch: list[InputRef] = []
     for ref in refs:
-        if ref.size > limit:
-            yield Quarantined(ref.uri, "", f"file is {ref.size} bytes, over limits.max_bytes={limit}", "read")
-    wanted = [r for r in refs if r.size <= limit]
-    if not wanted:
+        if ref.problem or compression_of(ref.uri) or ref.size > limit:
+            yield from _fetch(batch, source)
+            batch = []
+            yield from read_inputs([ref], lambda r: _read_one(r, source), "file")
+            continue
+        batch.append(ref)
+        if len(batch) >= _REMOTE_BATCH:
+            yield from _fetch(batch, source)
+            batch = []
+    yield from _fetch(batch, source)
+
+
+def _fetch(batch: list[InputRef], source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
+    if not batch:
         return
-    fs, _ = filesystem(wanted[0].uri, source.storage_options)
-    if is_local(fs):
-        for ref in wanted:
-            with open(ref.uri, "rb") as f:
-                data = f.read(limit + 1)
-            yield RawRecord(ref.uri, ref.uri, data, len(data))
-        return
-    for i in range(0, len(wanted), _REMOTE_BATCH):
-        batch = wanted[i:i + _REMOTE_BATCH]
-        paths = [fs._strip_protocol(r.uri) for r in batch]
-        blobs = fs.cat(paths, on_error="return")
-        for ref, path in zip(batch, paths):
-            data = blobs.get(path)
+    fs, _ = filesystem(batch[0].uri, source.storage_options)
+    paths = [fs._strip_protocol(r.uri) for r in batch]
+    blobs = fs.cat(paths, on_error="return")
+    for ref, path in zip(batch, paths):
+        data = blobs.get(path)
+        try:
             if isinstance(data, BaseException):
-                raise data
-            yield RawRecord(ref.uri, ref.uri, data, len(data))
+                raise storage_error(ref.uri, data, "read")
+            check_unchanged(ref.uri, ref.size, "", len(data), "")  # the etag is checked where a file is opened
+        except InputProblem as exc:
+            yield Quarantined(ref.uri, "", str(exc), "read")
+            continue
+        yield RawRecord(ref.uri, ref.uri, data, len(data))

@@ -7,8 +7,10 @@ member matching the source's modality (`.jpg`, `.flac`, `.mp4`, ...) is the payl
 payload member's name is kept in `member`.
 
 Member names are untrusted: a name that is absolute, climbs with `..`, holds a backslash or
-NUL, or a member that is a link or device, quarantines its whole sample. Nothing from a tar
-is ever written to disk by a path from the tar. Tars are read as a stream, so a remote
+NUL, is not UTF-8, or a member that is a link or device, quarantines its whole sample.
+Nothing from a tar is ever written to disk by a path from the tar. limits.max_bytes bounds
+a sample (its members together), checked on the member headers before any data is read, so
+a small .tar.gz of huge members costs no memory. Tars are read as a stream, so a remote
 shard is never downloaded whole and a truncated one still yields its complete samples.
 """
 from __future__ import annotations
@@ -19,10 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from pipeline.errors import Quarantined
-from pipeline.plan import WorkUnit
-from pipeline.sources import RawRecord
+from pipeline.plan import InputRef, WorkUnit
+from pipeline.sources import RawRecord, read_inputs
+from pipeline.sources.inputs import open_input
+from pipeline.sources.listing import printable
 from pipeline.spec import SourceSpec
-from pipeline.storage import filesystem
 
 PAYLOAD_EXTS: dict[str, tuple[str, ...]] = {
     "image": ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"),
@@ -44,8 +47,10 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 def unsafe_reason(member: tarfile.TarInfo) -> str | None:
-    """Why a member may not be used (absolute path, `..`, link, device, ...), or None."""
+    """Why a member may not be used (absolute path, `..`, link, device, not UTF-8, ...), or None."""
     name = member.name
+    if printable(name) != name:
+        return f"member name {printable(name)!r} is not valid UTF-8"
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return f"unsafe member path {name!r}: absolute"
     if "\\" in name or "\x00" in name:
@@ -65,6 +70,7 @@ class _Sample:
     members: dict[str, bytes] = field(default_factory=dict)  # ext -> data
     names: dict[str, str] = field(default_factory=dict)      # ext -> member name
     problem: tuple[str, str] | None = None                   # (member, reason)
+    n_bytes: int = 0                                         # members read so far
 
 
 def _meta(sample: _Sample, payload_ext: str) -> dict[str, Any]:
@@ -86,7 +92,7 @@ def _meta(sample: _Sample, payload_ext: str) -> dict[str, Any]:
 
 def _finish(uri: str, sample: _Sample, modality: str) -> RawRecord | Quarantined:
     if sample.problem:
-        return Quarantined(uri, sample.problem[0], sample.problem[1], "read")
+        return Quarantined(uri, printable(sample.problem[0]), sample.problem[1], "read")
     wanted = PAYLOAD_EXTS.get(modality, ())
     exts = [e for e in sample.members if e.rsplit(".", 1)[-1].lower() in wanted]
     if not exts:
@@ -94,32 +100,37 @@ def _finish(uri: str, sample: _Sample, modality: str) -> RawRecord | Quarantined
         exts = others if modality in ("binary", "text", "code") and len(others) == 1 else []
     if not exts:
         names = ", ".join(sorted(sample.names.values()))
-        return Quarantined(uri, sample.key, f"sample has no {modality} member (members: {names})", "read")
+        return Quarantined(uri, printable(sample.key), f"sample has no {modality} member (members: {names})", "read")
     data = sample.members[exts[0]]
     return RawRecord(f"{uri}/{sample.key}", uri, data, len(data), member=sample.names[exts[0]],
                      meta=_meta(sample, exts[0]))
 
 
 def _add(tar: tarfile.TarFile, member: tarfile.TarInfo, sample: _Sample, max_bytes: int) -> None:
-    """Read one member into its sample, or mark the sample bad (the data is then never read)."""
+    """Read one member into its sample, or mark the sample bad (its data is then never read)."""
+    if sample.problem:
+        return
     reason = unsafe_reason(member)
-    if reason is None and member.size > max_bytes:
-        reason = f"member {member.name!r} is {member.size} bytes, over limits.max_bytes={max_bytes}"
+    if reason is None and sample.n_bytes + member.size > max_bytes:
+        reason = (f"sample is {sample.n_bytes + member.size} bytes or more (member {member.name!r}: {member.size}), "
+                  f"over limits.max_bytes={max_bytes}")
     if reason is not None:
-        sample.problem = sample.problem or (member.name, reason)
+        sample.problem = (member.name, reason)
+        sample.members.clear()  # what was read of a bad sample is let go at once
         return
     _, ext = split_name(member.name)
     handle = tar.extractfile(member)
     sample.members[ext] = handle.read() if handle else b""
     sample.names[ext] = member.name
+    sample.n_bytes += member.size
 
 
-def read_tar(uri: str, source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
+def read_tar(ref: InputRef, source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
     """The samples of one tar, in order; a corrupt or cut tar ends with a quarantine entry."""
-    fs, path = filesystem(uri, source.storage_options)
+    uri = ref.uri
     sample: _Sample | None = None
     last = ""
-    with fs.open(path, "rb") as f:
+    with open_input(ref, source) as f:
         try:
             with tarfile.open(fileobj=f, mode="r|*") as tar:
                 for member in tar:
@@ -133,8 +144,9 @@ def read_tar(uri: str, source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
                     _add(tar, member, sample, source.limits.max_bytes)
                     last = member.name
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-            where = f"after member {last!r}" if last else "at the start"
-            yield Quarantined(uri, sample.key if sample else "", f"corrupt or truncated tar {where}: {exc}", "read")
+            where = f"after member {printable(last)!r}" if last else "at the start"
+            yield Quarantined(uri, printable(sample.key) if sample else "", f"corrupt or truncated tar {where}: {exc}",
+                              "read")
             return
     if sample is not None:
         yield _finish(uri, sample, source.modality)
@@ -142,5 +154,4 @@ def read_tar(uri: str, source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
 
 def read_webdataset(unit: WorkUnit, source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
     """Every sample of every tar shard in the unit."""
-    for ref in unit.inputs:
-        yield from read_tar(ref.uri, source)
+    return read_inputs(unit.inputs, lambda ref: read_tar(ref, source), "tar")

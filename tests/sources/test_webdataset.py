@@ -11,6 +11,7 @@ import webdataset as wds
 from pipeline.errors import Quarantined
 from pipeline.plan import InputRef, WorkUnit
 from pipeline.sources import RawRecord, reader_for
+from pipeline.sources.inputs import local_version
 from pipeline.sources.webdataset import split_name
 from pipeline.spec import DecodeLimits, SourceSpec
 from tests import media_fixtures as mf
@@ -18,7 +19,8 @@ from tests import media_fixtures as mf
 
 def read(path: Path, modality: str = "image", **limits) -> list[RawRecord | Quarantined]:
     source = SourceSpec(uri=str(path), format="webdataset", modality=modality, limits=DecodeLimits(**limits))
-    unit = WorkUnit("u", (InputRef(str(path), path.stat().st_size, "v"),), "f", path.stat().st_size)
+    st = path.stat()
+    unit = WorkUnit("u", (InputRef(str(path), st.st_size, local_version(st)),), "f", st.st_size)
     return list(reader_for("webdataset")(unit, source))
 
 

@@ -1,0 +1,196 @@
+"""Opening one planned input: a regular file, unchanged since planning, decompressed by its extension.
+
+Two kinds of failure are told apart by where they come from and their type, never by their
+message: an input that cannot be read as planned (deleted, changed, not a regular file, no
+permission, an object store's 403) raises `InputProblem`, and the reader quarantines it;
+storage I/O that may pass (a reset connection, a timeout) raises `StorageIOError`, which
+fails the unit so that the runner retries it. Every read from storage goes through
+`_StorageReads`, so an OSError a decompressor or a parser raises is the data's fault.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import stat
+from typing import IO, Any, Iterator
+
+import fsspec.compression
+
+from pipeline.storage import filesystem, is_local
+
+BLOCK = 8 << 20  # object-store reads (fsspec's block size)
+BUFFER = 1 << 20  # the buffered reader on top; bounds what a line-by-line reader holds
+COMPRESSIONS = {"gz": "gzip", "bz2": "bz2", "xz": "xz", "zst": "zstd"}  # extension -> fsspec codec
+# the errno values of storage I/O worth retrying; ENOENT, EACCES, EISDIR... are answers, not accidents
+_TRANSIENT_ERRNO = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ECONNRESET,
+                    errno.ECONNABORTED, errno.ECONNREFUSED, errno.EPIPE, errno.ENETDOWN, errno.ENETUNREACH,
+                    errno.EHOSTUNREACH}
+# connection errors of the object-store clients (aiohttp, botocore), matched on the class and its bases
+_CLIENT_TRANSIENT = {"ClientConnectionError", "ClientPayloadError", "ServerTimeoutError", "EndpointConnectionError",
+                     "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError", "IncompleteReadError",
+                     "ResponseStreamingError"}
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+class StorageIOError(Exception):
+    """Storage I/O that failed in a way that may pass: the unit is retried, nothing is quarantined."""
+
+    def __init__(self, uri: str, detail: str) -> None:
+        super().__init__(uri, detail)
+        self.uri, self.detail = uri, detail
+
+    def __str__(self) -> str:
+        return f"{self.uri}: {self.detail}"
+
+
+class InputProblem(Exception):
+    """An input that cannot be read as planned; the reader quarantines it with this reason."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a storage error may pass on a retry, by its type (and errno), never its message."""
+    if isinstance(exc, _PERMANENT):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if {c.__name__ for c in type(exc).__mro__} & _CLIENT_TRANSIENT:
+        return True
+    return isinstance(exc, OSError) and (exc.errno in _TRANSIENT_ERRNO or (exc.errno is None and type(exc) is OSError))
+
+
+def storage_error(uri: str, exc: BaseException, doing: str) -> Exception:
+    """The exception to raise for a storage failure: StorageIOError to retry, else InputProblem."""
+    if is_transient(exc):
+        return StorageIOError(uri, f"{doing}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, FileNotFoundError):
+        return InputProblem("changed since planning: the input no longer exists")
+    return InputProblem(f"cannot {doing}: {type(exc).__name__}: {exc}")
+
+
+def compression_of(uri: str) -> str | None:
+    """The fsspec codec for a compressed input's extension (.gz, .bz2, .xz, .zst), else None."""
+    return COMPRESSIONS.get(uri.rsplit("/", 1)[-1].rsplit(".", 1)[-1].lower()) if "." in uri else None
+
+
+def _zstd(infile: IO[bytes], mode: str = "rb", **_: Any) -> IO[bytes]:
+    """zstd through pyarrow's codec (multi-frame streams included), so no extra package is needed."""
+    import pyarrow as pa
+    return io.BufferedReader(pa.CompressedInputStream(pa.PythonFile(infile, mode="r"), "zstd"), BUFFER)
+
+
+if "zstd" not in fsspec.compression.compr:
+    fsspec.compression.register_compression("zstd", _zstd, "zst")
+
+
+class _StorageReads(io.RawIOBase):
+    """A storage file whose failures say where they came from (StorageIOError or InputProblem)."""
+
+    def __init__(self, uri: str, raw: Any) -> None:
+        self.uri, self.raw = uri, raw
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self.raw.readinto(buffer)
+        except Exception as exc:  # noqa: BLE001 - classified by type just below
+            raise storage_error(self.uri, exc, "read") from exc
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self.raw.seek(offset, whence)
+        except Exception as exc:  # noqa: BLE001
+            raise storage_error(self.uri, exc, "seek") from exc
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.raw.close()
+        super().close()
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def check_unchanged(uri: str, planned_size: int, planned_version: str, size: int, version: str) -> None:
+    """Raise InputProblem when the input's size or version (mtime, etag) is not the planned one."""
+    if size != planned_size:
+        raise InputProblem(f"changed since planning: {size} bytes, planned {planned_size}")
+    if planned_version and version and version != planned_version:
+        raise InputProblem(f"changed since planning: version {version}, planned {planned_version}")
+
+
+def local_version(st: os.stat_result) -> str:
+    """A local file's version as the plan records it (its mtime in ns, as fsspec's float gives it)."""
+    return str(int(st.st_mtime * 1e9))
+
+
+def _open_local(ref: Any, follow_symlinks: bool) -> IO[bytes]:
+    # O_NONBLOCK: opening a FIFO that replaced a file never waits for a writer
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(ref.uri, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputProblem("changed since planning: now a symbolic link (source.follow_symlinks: false)") from None
+        raise storage_error(ref.uri, exc, "open") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputProblem(f"not a regular file ({_kind(st.st_mode)})")
+        check_unchanged(ref.uri, ref.size, ref.version, st.st_size, local_version(st))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_remote(ref: Any, storage_options: dict[str, Any]) -> IO[bytes]:
+    from pipeline.sources.listing import version_of
+    fs, path = filesystem(ref.uri, storage_options)
+    try:
+        f = fs.open(path, "rb", block_size=BLOCK)
+    except Exception as exc:  # noqa: BLE001 - classified by type
+        raise storage_error(ref.uri, exc, "open") from exc
+    details = getattr(f, "details", None) or {}
+    if details:
+        try:
+            check_unchanged(ref.uri, ref.size, ref.version, int(details.get("size") or 0), version_of(details))
+        except InputProblem:
+            f.close()
+            raise
+    return f
+
+
+@contextlib.contextmanager
+def open_input(ref: Any, source: Any) -> Iterator[IO[bytes]]:
+    """The planned input as a buffered binary file, decompressed when its extension says so.
+
+    Raises InputProblem (quarantine the input) or StorageIOError (retry the unit).
+    """
+    local = is_local(filesystem(ref.uri, source.storage_options)[0])
+    raw = _open_local(ref, source.follow_symlinks) if local else _open_remote(ref, source.storage_options)
+    buffered: IO[bytes] = io.BufferedReader(_StorageReads(ref.uri, raw), BUFFER)
+    codec = compression_of(ref.uri)
+    try:
+        if not codec:
+            yield buffered
+            return
+        with contextlib.closing(fsspec.compression.compr[codec](buffered, mode="rb")) as stream:
+            yield stream
+    finally:
+        buffered.close()
