@@ -1,7 +1,8 @@
 """`tokenmill` command line: validate, plan, run, status, train and the commands of other modules.
 
 Spec and path problems print one line that says what to fix and exit 2; a run whose units
-failed for good exits 1.
+failed for good exits 1; a run that committed a unit with nothing useful in it (no sample,
+or more than on_error_max_fraction of its records quarantined) exits 3.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.summary_json:
         with open(args.summary_json, "w") as f:
             json.dump(summary.to_json(), f, indent=1, sort_keys=True)
-    return 1 if summary.units_failed else 0
+    return 1 if summary.units_failed else 3 if summary.units_suspect else 0
 
 
 def _maybe_report(spec) -> str | None:
@@ -72,6 +73,11 @@ def print_summary(summary, report_path: str | None = None) -> None:
     """The run summary (pipeline.job.RunSummary) as the lines a person reads after `tokenmill run`."""
     t, r = summary.totals, summary.run_totals
     print(f"tokenmill: {summary.name} -> {summary.output}")
+    if summary.units_suspect:
+        print(f"  WARNING: {len(summary.units_suspect)} unit(s) committed nothing useful (exit 3); "
+              f"reasons in {summary.output}/_errors/:")
+        for unit_id, why in sorted(summary.units_suspect.items())[:10]:
+            print(f"    {unit_id}: {why}")
     print(f"  units: {summary.units_total} planned, {summary.units_run} run, "
           f"{summary.units_skipped} already committed, {summary.units_redone} redone, "
           f"{len(summary.units_failed)} failed, {summary.retries} retries")
@@ -79,6 +85,9 @@ def print_summary(summary, report_path: str | None = None) -> None:
           f"{r.n_errors} quarantined, {summary.seconds} s, engine {summary.engine}")
     print(f"  throughput: {r.steady_mb_s} MB/s while units ran, {r.mb_s} MB/s over the whole run "
           "(Ray start-up and planning included)")
+    if summary.entries_set_aside:
+        print(f"  listing: {summary.entries_set_aside} entries not read (not regular files, links, unlistable, "
+              "hidden), quarantined with their reasons")
     print(f"  dataset: {t['n_shards']} shards, {t['n_samples']:,} samples, {t['n_tokens']:,} tokens, "
           f"{t['n_bytes']:,} bytes, {t['n_errors']} quarantined")
     for stage, stats in r.stages.items():

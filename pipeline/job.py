@@ -78,6 +78,8 @@ class RunSummary:
     run_totals: RunTotals
     ledger_problems: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    units_suspect: dict[str, str] = field(default_factory=dict)  # committed, but nothing useful (pipeline.unit)
+    entries_set_aside: int = 0  # listed entries that are not read (FIFOs, links, unlistable folders), quarantined
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,26 +117,35 @@ def previous_index(storage: Storage, tokenizer: Tokenizer) -> DatasetIndex | Non
 
 
 def probe_documents(spec: JobSpec, units: list[WorkUnit]) -> list[str]:
-    """Up to PROBE_BYTES of decoded text from units spread over the plan (for engine choice)."""
+    """Up to PROBE_BYTES of decoded text from units spread over the plan (for engine choice).
+
+    Bounded: records over PROBE_BYTES are set aside by the readers unread, and each unit
+    gives at most PROBE_BYTES / PROBE_UNITS; a unit that fails to read is left to the run.
+    """
     from pipeline.decoders import decoder_for
-    from pipeline.errors import DecodeError, Quarantined
+    from pipeline.errors import Quarantined
     from pipeline.sources import reader_for
     read, decode = reader_for(spec.source.format), decoder_for(spec.source.modality)
-    step = max(1, len(units) // PROBE_UNITS)
+    limits = spec.source.limits.model_copy(update={"max_bytes": min(spec.source.limits.max_bytes, PROBE_BYTES)})
+    source = spec.source.model_copy(update={"limits": limits})
+    step, budget = max(1, len(units) // PROBE_UNITS), PROBE_BYTES // PROBE_UNITS
     docs: list[str] = []
     for unit in units[::step][:PROBE_UNITS]:
         taken = 0
-        for item in read(unit, spec.source):
-            if isinstance(item, Quarantined):
-                continue
-            try:
-                doc = decode(item, spec.source)
-            except DecodeError:
-                continue
-            docs.append(doc)
-            taken += len(doc)
-            if taken >= PROBE_BYTES // PROBE_UNITS:
-                break
+        try:
+            for item in read(unit, source):
+                if isinstance(item, Quarantined):
+                    continue
+                try:
+                    doc = decode(item, source)[:budget - taken]
+                except Exception:  # noqa: BLE001 - a bad record is the run's to quarantine
+                    continue
+                docs.append(doc)
+                taken += len(doc)
+                if taken >= budget:
+                    break
+        except Exception as exc:  # noqa: BLE001 - storage trouble: the run retries the unit
+            log.info("engine probe skipped unit %s: %s: %s", unit.id, type(exc).__name__, exc)
     return docs
 
 
@@ -209,7 +220,7 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     crash_point("units-committed")
     lease.check()  # another run may hold the folder now: write nothing more
     scan = ledger.scan()  # read once after the run; the index and the cleanup share it
-    from pipeline.unit import output_dtype
+    from pipeline.unit import output_dtype, suspect_units
     header = index_header(spec, tokenizer, engine, output_dtype(spec, tokenizer))
     index = build_index(scan.entries, units, header, ledger.folder.shard_sizes())
     write_index(storage, index)  # first: the index never names a shard the cleanup below removes
@@ -224,7 +235,9 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
         workers_replaced=outcome.workers_replaced, engine=engine, engine_report=engine_report,
         seconds=round(finished - started, 2), totals=index.totals.to_json(),
         run_totals=_run_totals(outcome.committed, finished - started),
-        ledger_problems=sorted(scan.problems.values()), foreign=DatasetFolder.of(storage).foreign())
+        ledger_problems=sorted(scan.problems.values()), foreign=DatasetFolder.of(storage).foreign(),
+        units_suspect=suspect_units(outcome.committed, todo, spec.on_error_max_fraction),
+        entries_set_aside=sum(1 for u in units for r in u.inputs if r.problem))
     for path in summary.foreign:
         log.info("left as it is (not tokenmill's): %s", path)
     done = {k: v for k, v in summary.to_json().items() if k != "engine_report"}

@@ -24,6 +24,7 @@ import ray  # noqa: E402
 from ray.exceptions import RayActorError, RayTaskError  # noqa: E402
 
 from pipeline.errors import ClusterLost, UnitFailed  # noqa: E402
+from pipeline.sources.inputs import StorageIOError  # noqa: E402
 from pipeline.plan import WorkUnit  # noqa: E402
 from pipeline.spec import JobSpec  # noqa: E402
 
@@ -38,9 +39,10 @@ GCS_ANSWER_S = 10.0     # a GCS that does not answer in this long counts as a pr
 # the driver's object-store settings travel to the workers as an actor argument (never a runtime_env,
 # whose contents show up in the dashboard), so `AWS_*` set where `tokenmill run` runs apply everywhere
 FORWARDED_ENV_PREFIXES = ("AWS_", "FSSPEC_", "GOOGLE_APPLICATION_CREDENTIALS")
-# retried with backoff; anything else (a missing file, a permission error, a bug) fails the unit at once
-TRANSIENT_ERROR_NAMES = {"OSError", "IOError", "ConnectionError", "ConnectionRefusedError", "ConnectionResetError",
-                         "TimeoutError", "BrokenPipeError", "ClientConnectorError", "ServerDisconnectedError"}
+# retried with backoff: a lost worker, and storage I/O that may pass, which the unit raises as StorageIOError
+# (chosen where the error happens, by its type: a decoder's OSError is a bad record, quarantined in the unit);
+# anything else (a permission error, a bug) fails the unit at once
+RETRYABLE_ERRORS = (StorageIOError,)
 _ACTOR_LOST = (RayActorError,) + tuple(
     getattr(ray.exceptions, n) for n in ("ActorDiedError", "ActorUnavailableError", "WorkerCrashedError",
                                          "NodeDiedError", "ObjectLostError", "OwnerDiedError")
@@ -180,7 +182,7 @@ def run_units(spec: JobSpec, units: list[WorkUnit], engine: str | None,
             error = _result(ref, outcome, on_commit)
             if error is None:
                 continue
-            lost, message = error
+            lost, message, retryable = error
             if lost and pool.actors[idx] is actor:
                 pool.replace(idx)
                 outcome.workers_replaced += 1
@@ -189,7 +191,7 @@ def run_units(spec: JobSpec, units: list[WorkUnit], engine: str | None,
             elif lost and actor in watch.killed:  # queued behind a unit that timed out: not its fault
                 queue.append((unit, attempt))
                 continue
-            _retry_or_fail(spec, unit, attempt, lost, message, queue, outcome, on_retry)
+            _retry_or_fail(spec, unit, attempt, retryable, message, queue, outcome, on_retry)
         _kill_overdue(pool, spec.resources.unit_timeout, inflight, timed_out, watch)
         watch.check(len(outcome.committed), len(units))
     return outcome
@@ -279,27 +281,26 @@ def _submit(pool: ActorPool, queue: deque, inflight: dict) -> None:
             pool.load[idx] += 1
 
 
-def _result(ref, outcome: RunOutcome, on_commit) -> tuple[bool, str] | None:
-    """None when the unit committed; else (worker lost?, error message)."""
+def _result(ref, outcome: RunOutcome, on_commit) -> tuple[bool, str, bool] | None:
+    """None when the unit committed; else (worker lost?, error message, worth a retry?)."""
     try:
         entry = ray.get(ref)
     except _ACTOR_LOST as exc:
-        return True, f"worker lost: {type(exc).__name__}"
+        return True, f"worker lost: {type(exc).__name__}", True
     except RayTaskError as exc:
         cause = exc.cause if exc.cause is not None else exc
         if isinstance(cause, UnitFailed):
             raise cause
-        return False, f"{type(cause).__name__}: {cause}"
+        return False, f"{type(cause).__name__}: {cause}", isinstance(cause, RETRYABLE_ERRORS)
     outcome.committed.append(entry)
     if on_commit:
         on_commit(entry)
     return None
 
 
-def _retry_or_fail(spec: JobSpec, unit: WorkUnit, attempt: int, lost: bool, message: str,
+def _retry_or_fail(spec: JobSpec, unit: WorkUnit, attempt: int, retryable: bool, message: str,
                    queue: deque, outcome: RunOutcome, on_retry) -> None:
-    transient = lost or message.split(":")[0] in TRANSIENT_ERROR_NAMES
-    if transient and attempt <= spec.resources.max_retries:
+    if retryable and attempt <= spec.resources.max_retries:
         outcome.retries += 1
         log.warning("unit %s attempt %d failed (%s); retrying", unit.id, attempt, message)
         if on_retry:

@@ -2,7 +2,10 @@
 
 `UnitProcessor` holds the heavy state (tokenizer, stages) and is built once per worker;
 calling it on a unit writes the shard files atomically and then the ledger entry (the
-commit). Bad records are quarantined to `_errors/` and counted; the unit still commits.
+commit). Bad records are quarantined to `_errors/` and counted; the unit still commits:
+any exception while reading one input, decoding, tokenizing or staging one record sets
+that record aside with the library's message. What fails the unit is storage I/O
+(StorageIOError, retried by the runner) or a fault of the unit as a whole.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ from pipeline.plan import WorkUnit
 from pipeline.shard import build_table, public_columns, token_dtype
 from pipeline.sinks import writer_for
 from pipeline.sources import RawRecord, reader_for
+from pipeline.sources.inputs import StorageIOError, is_transient
+from pipeline.sources.listing import printable
 from pipeline.spec import TEXT_MODALITIES, JobSpec
 from pipeline.storage import Storage
 from pipeline.tokenizers import Tokenizer, TokenBatch, build_tokenizer
@@ -83,15 +88,42 @@ class UnitProcessor:
         stage_stats = {}
         for stage in self.stages:
             stage_started = time.perf_counter()
-            table = stage(table)
+            table = self._run_stage(stage, table, errors)
             stage_stats[stage.name] = {**stage.stats, "seconds": round(time.perf_counter() - stage_started, 4)}
-        files = self.write_shards(unit, table)
-        table = public_columns(table)
-        if errors:
-            self.write_errors(unit, errors)
-        entry = self.ledger_entry(unit, table, files, len(errors), stage_stats, started, attempt)
-        self.ledger.commit(entry)
+        try:
+            files = self.write_shards(unit, table)
+            table = public_columns(table)
+            if errors:
+                self.write_errors(unit, errors)
+            entry = self.ledger_entry(unit, table, files, len(errors), stage_stats, started, attempt)
+            self.ledger.commit(entry)
+        except Exception as exc:
+            if is_transient(exc):  # the sink's storage: retried; a bug or a refusal fails the unit
+                raise StorageIOError(self.storage.uri, f"write: {type(exc).__name__}: {exc}") from exc
+            raise
         return entry
+
+    def _run_stage(self, stage: Any, table: pa.Table, errors: list[Quarantined]) -> pa.Table:
+        """The stage on the shard; when it raises, the rows it fails on alone are quarantined
+        and it runs again on the others (a stage that fails on no single row fails the unit)."""
+        try:
+            return stage(table)
+        except Exception as exc:  # noqa: BLE001 - any stage error: find the records it comes from
+            failing = {}
+            for row in range(table.num_rows):
+                try:
+                    stage(table.slice(row, 1))
+                except Exception as row_exc:  # noqa: BLE001
+                    failing[row] = row_exc
+            if not failing:
+                raise exc
+        ids, sources = table.column("id").to_pylist(), table.column("source").to_pylist()
+        for row, row_exc in failing.items():
+            member = ids[row][len(sources[row]):].lstrip("/") if ids[row].startswith(sources[row]) else ids[row]
+            self._quarantine(errors, Quarantined(sources[row], member, f"stage {stage.name} failed: "
+                                                 f"{type(row_exc).__name__}: {row_exc}", "stage"))
+        keep = pa.array([row not in failing for row in range(table.num_rows)])
+        return stage(table.filter(keep))
 
     def tokenize_unit(self, unit: WorkUnit) -> tuple[pa.Table, list[Quarantined]]:
         """Read, decode and tokenize every record of a unit into one shard table."""
@@ -129,7 +161,8 @@ class UnitProcessor:
     def _quarantine(self, errors: list[Quarantined], item: Quarantined) -> None:
         if self.spec.on_error == "fail":
             raise UnitFailed(f"bad input (on_error: fail): {item.uri} {item.member}: {item.reason}")
-        errors.append(item)
+        # names and library messages may carry bytes that are not UTF-8; the quarantine file holds text
+        errors.append(Quarantined(printable(item.uri), printable(item.member), printable(item.reason), item.stage))
 
     def _encode(self, pending, rows, texts, batches, errors) -> None:
         """Tokenize a batch; when the engine rejects it, find and quarantine the bad records."""
@@ -137,17 +170,17 @@ class UnitProcessor:
             return
         payloads = [p for _, p in pending]
         try:
-            batches.append(self.tokenizer.encode_batch(payloads))
+            batches.append(self._encode_checked(payloads))
             kept = pending
         except Exception:  # noqa: BLE001 - engines raise assorted types; isolate record by record
             kept = []
             for record, payload in pending:
                 try:
-                    batches.append(self.tokenizer.encode_batch([payload]))
+                    batches.append(self._encode_checked([payload]))
                     kept.append((record, payload))
                 except Exception as exc:  # noqa: BLE001
-                    self._quarantine(errors, Quarantined(record.source, record.member, f"tokenizer failed: {exc}",
-                                                         "tokenize"))
+                    self._quarantine(errors, Quarantined(record.source, record.member,
+                                                         f"tokenizer failed: {type(exc).__name__}: {exc}", "tokenize"))
         modality = self.spec.source.modality
         for record, payload in kept:
             rows["id"].append(record.id)
@@ -161,6 +194,14 @@ class UnitProcessor:
                 data = record.data.encode("utf-8") if isinstance(record.data, str) else record.data
                 rows.setdefault("_source", []).append(data)
                 rows.setdefault("_source_ext", []).append(source_extension(record))
+
+    def _encode_checked(self, payloads: list[Any]) -> TokenBatch:
+        """encode_batch, refusing ids outside the vocabulary (the shard could not hold them)."""
+        batch = self.tokenizer.encode_batch(payloads)
+        top = int(batch.values.max(initial=0)) if len(batch.values) else 0
+        if top >= self.tokenizer.vocab_size:
+            raise ValueError(f"token id {top} is outside the vocabulary ({self.tokenizer.vocab_size} ids)")
+        return batch
 
     def write_shards(self, unit: WorkUnit, table: pa.Table) -> dict[str, dict[str, Any]]:
         """Each format's file, written atomically; returns path, size and sha256 per format."""
@@ -192,3 +233,22 @@ class UnitProcessor:
             stage_stats=stage_stats,
             run={"host": socket.gethostname(), "pid": os.getpid(), "started": started, "finished": finished,
                  "seconds": round(finished - started, 4), "attempt": attempt, "engine": self.tokenizer.engine})
+
+
+def suspect_units(entries: list[LedgerEntry], units: list[WorkUnit], max_fraction: float) -> dict[str, str]:
+    """Committed units that gave nothing useful -> why: no sample, or more than max_fraction of
+    their records quarantined. Entries the listing set aside are not the unit's records."""
+    listed = {u.id: sum(1 for r in u.inputs if r.problem) for u in units}
+    readable = {u.id for u in units if any(not r.problem for r in u.inputs)}
+    suspect = {}
+    for entry in entries:
+        if entry.unit not in readable:
+            continue
+        bad = entry.n_errors - listed.get(entry.unit, 0)
+        total = entry.n_samples + bad
+        if entry.n_samples == 0:
+            suspect[entry.unit] = f"no sample ({bad} record(s) quarantined)"
+        elif bad / total > max_fraction:
+            suspect[entry.unit] = (f"{bad} of {total} records quarantined, over on_error_max_fraction="
+                                   f"{max_fraction:g}")
+    return suspect

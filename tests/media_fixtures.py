@@ -230,3 +230,74 @@ def audio_codebook(folder: Path, k: int = 32) -> Path:
     out = folder / "audio.safetensors"
     train_audio_codebook(SourceSpec(uri=str(folder / "speech"), modality="audio"), k, str(out), 1 << 30)
     return out
+
+
+# ---- bad inputs of issue 12: real files cut, corrupted or mislabelled -------------------
+
+GALLERY = ("astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel",
+           "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket", "text")
+
+
+def write_gallery(folder: Path, n: int = 30) -> list[Path]:
+    """n distinct real photos (the scikit-image samples, then crops of them) as JPEG, PNG and WebP."""
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        pixels = photo(GALLERY[i % len(GALLERY)])
+        if i >= len(GALLERY):  # a second pass: the lower right part of each photo
+            pixels = pixels[pixels.shape[0] // 3:, pixels.shape[1] // 3:]
+        ext = ("jpg", "png", "webp")[i % 3]
+        path = folder / f"g{i:02d}-{GALLERY[i % len(GALLERY)]}.{ext}"
+        Image.fromarray(np.ascontiguousarray(pixels)).save(path, quality=85) if ext != "png" else \
+            Image.fromarray(np.ascontiguousarray(pixels)).save(path)
+        paths.append(path)
+    return paths
+
+
+def write_damaged_photos(folder: Path, good_jpeg: Path, good_webp: Path) -> dict[str, Path]:
+    """The acceptance's four: a JPEG cut after 400 bytes (Pillow raises OSError from Image.open), a
+    WebP cut in half, a text file named .jpg, a PNG whose header claims 50000x50000."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bad = {"cut": folder / "cut400.jpg", "webp": folder / "cut.webp", "text": folder / "readme.jpg",
+           "bomb": folder / "huge.png"}
+    bad["cut"].write_bytes(good_jpeg.read_bytes()[:400])
+    bad["webp"].write_bytes(truncated(good_webp))
+    bad["text"].write_bytes((Path(__file__).parent / "media_fixtures.py").read_bytes()[:3000])
+    bad["bomb"].write_bytes(png_bomb())
+    return bad
+
+
+def write_nan_wav(path: Path) -> Path:
+    """Real speech as a 32-bit float WAV with a stretch of NaN and one inf (a float WAV may hold them)."""
+    import soundfile as sf
+    samples, rate = speech(SENTENCES[2])
+    samples = samples.astype(np.float32)
+    samples[len(samples) // 3: len(samples) // 3 + 500] = np.nan
+    samples[-10] = np.inf
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, samples, rate, subtype="FLOAT")
+    return path
+
+
+def write_cut_flac(path: Path, good_flac: Path) -> Path:
+    path.write_bytes(truncated(good_flac, 0.6))
+    return path
+
+
+def write_tars_with_non_utf8_name(folder: Path, photos: list[Path]) -> list[Path]:
+    """4 WebDataset tars, 13 samples; one member's name holds the Latin-1 byte 0xE9 (not UTF-8)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tars = []
+    for t in range(4):
+        path = folder / f"shard-{t}.tar"
+        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape") as tar:
+            for s in range(4 if t == 0 else 3):
+                p = photos[(t * 4 + s) % len(photos)]
+                key = "caf\udce9" if (t, s) == (2, 1) else f"s{t}{s}"  # surrogate escape: written as b"caf\xe9"
+                for name, data in ((f"{key}.{p.suffix[1:]}", p.read_bytes()), (f"{key}.json", b'{"shard": %d}' % t)):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        tars.append(path)
+    return tars

@@ -3,7 +3,7 @@
 Output is mono float32 at the tokenizer's sample rate (FFmpeg's resampler via PyAV).
 libsndfile silently reads what is left of a WAV cut in the middle, so the RIFF `data`
 chunk's declared size is checked against the bytes present: a cut file is quarantined,
-never tokenized as a shorter clip.
+never tokenized as a shorter clip. Float audio holding NaN or inf is quarantined too.
 """
 from __future__ import annotations
 
@@ -112,6 +112,9 @@ def decode_audio(record: RawRecord, source: SourceSpec, sample_rate: int | None 
     clip = _soundfile(record, data, max_seconds) or _pyav(record, data, max_seconds)
     if not len(clip.samples):
         raise DecodeError(record.source, record.member, "audio has no samples")
+    bad = int(np.count_nonzero(~np.isfinite(clip.samples)))
+    if bad:  # a float WAV can hold NaN or inf; no tokenizer can give them an id
+        raise DecodeError(record.source, record.member, f"audio holds {bad} NaN or infinite samples")
     record.meta.update(sample_rate=clip.sample_rate, seconds=round(clip.seconds, 3))
     if sample_rate and sample_rate != clip.sample_rate:
         clip = AudioClip(resample(clip.samples, clip.sample_rate, sample_rate), sample_rate)

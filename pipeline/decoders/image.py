@@ -47,6 +47,8 @@ def _open(record: RawRecord, data: bytes, max_pixels: int):
     except UnidentifiedImageError as exc:
         raise DecodeError(record.source, record.member,
                           f"not an image Pillow can read ({', '.join(FORMATS)}); starts with {data[:12]!r}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # e.g. OSError: Truncated File Read, from the header
+        raise DecodeError(record.source, record.member, f"corrupt or truncated image: {exc}") from exc
     width, height = image.size
     if width * height > max_pixels:
         raise DecodeError(record.source, record.member, f"image claims {width}x{height} = {width * height:,} pixels, "

@@ -2,9 +2,11 @@
 
 Pillow, libsndfile and FFmpeg release the GIL while they decode, so threads overlap media
 decoding with the batched encode on the worker's main thread (which may drive a GPU).
-At most `ahead` records are in flight, so memory stays bounded whatever the unit size,
-and results come back in input order, so shards stay deterministic. Text decoding is too
-cheap to hand to a thread (~1 us a record), so text modalities decode inline.
+At most `threads * AHEAD_PER_THREAD` records, and at most AHEAD_BYTES of their input, are
+in flight, so memory stays bounded whatever the unit size; results come back in input
+order, so shards stay deterministic. Text decoding is too cheap to hand to a thread
+(~1 us a record), so text modalities decode inline. Any exception a decoder raises on one
+record (Pillow's OSError on a cut JPEG, a numpy error) becomes that record's DecodeError.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pipeline.spec import JobSpec
 
 MEDIA_MODALITIES = ("image", "audio", "video")
 AHEAD_PER_THREAD = 4
+AHEAD_BYTES = 256 << 20  # input bytes in flight; one record over it still runs, alone
 
 
 def bind_hints(decode: Callable, tokenizer: Any) -> Callable:
@@ -38,10 +41,13 @@ def decode_threads(spec: JobSpec) -> int:
 
 
 def _safe(decode: Callable, record: RawRecord, source) -> Any:
+    """The decoded payload, or the DecodeError that quarantines this record (whatever was raised)."""
     try:
         return decode(record, source)
     except DecodeError as err:
         return err
+    except Exception as exc:  # noqa: BLE001 - decoders' libraries raise assorted types; one record fails
+        return DecodeError(record.source, record.member, f"decoder failed: {type(exc).__name__}: {exc}")
 
 
 def decode_stream(items: Iterable[RawRecord | Quarantined], decode: Callable, source,
@@ -52,12 +58,15 @@ def decode_stream(items: Iterable[RawRecord | Quarantined], decode: Callable, so
             yield item, None if isinstance(item, Quarantined) else _safe(decode, item, source)
         return
     window: deque[tuple[RawRecord | Quarantined, Future | None]] = deque()
+    in_flight = 0
     with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
         for item in items:
             future = None if isinstance(item, Quarantined) else pool.submit(_safe, decode, item, source)
             window.append((item, future))
-            if len(window) >= threads * AHEAD_PER_THREAD:
+            in_flight += getattr(item, "n_bytes", 0)
+            while window and (len(window) >= threads * AHEAD_PER_THREAD or in_flight > AHEAD_BYTES):
                 head, fut = window.popleft()
+                in_flight -= getattr(head, "n_bytes", 0)
                 yield head, fut.result() if fut else None
         while window:
             head, fut = window.popleft()

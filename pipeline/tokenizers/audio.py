@@ -5,6 +5,7 @@ filters), rounds each to whole dB in [-100, 60] and takes the nearest learned co
 frame: `shape` [frames], 50 tokens a second with the defaults (16 kHz, hop 320). Features
 are computed with numpy on the CPU so both devices search the very same integers. Decoding
 is approximate: code -> mel power -> linear spectrum (pseudo-inverse) -> Griffin-Lim.
+Both refuse NaN or infinite samples (ValueError), which the unit quarantines clip by clip.
 """
 from __future__ import annotations
 
@@ -21,6 +22,14 @@ MU = 255
 DEFAULT_RATE = 16000
 DB_MIN, DB_MAX = -100, 60
 MEL_DEFAULTS = {"sample_rate": DEFAULT_RATE, "n_fft": 512, "hop": 320, "n_mels": 64}
+
+
+def check_finite(samples: list[AudioClip]) -> None:
+    """Refuse clips holding NaN or inf (they have no id); the unit then quarantines that clip alone."""
+    for clip in samples:
+        bad = int(np.count_nonzero(~np.isfinite(clip.samples)))
+        if bad:
+            raise ValueError(f"audio holds {bad} NaN or infinite samples")
 
 
 def mulaw_encode(samples: np.ndarray) -> np.ndarray:
@@ -100,6 +109,7 @@ class MuLaw(Tokenizer):
         return {"sample_rate": self.sample_rate}
 
     def encode_batch(self, samples: list[AudioClip]) -> TokenBatch:
+        check_finite(samples)
         batch = with_eos([mulaw_encode(c.samples) for c in samples], self.eos_id)
         batch.shapes = [[len(c.samples)] for c in samples]
         return batch
@@ -143,6 +153,7 @@ class AudioVQ(Tokenizer):
         if self._search is None:
             from pipeline.tokenizers.device import NearestCode
             self._search = NearestCode(self.book.vectors, max(-DB_MIN, DB_MAX), self.device)
+        check_finite(samples)
         feats = [log_mel_db(c.samples, self.cfg) for c in samples]
         codes = self._search(np.concatenate(feats)) if feats else np.zeros(0, np.int64)
         bounds = np.cumsum([0] + [len(f) for f in feats])

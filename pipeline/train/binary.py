@@ -41,4 +41,5 @@ def train_binary_bpe(docs: Iterator[str], vocab_size: int, output: str, min_freq
     tokenizer.train_from_iterator(counted(), trainer=trainer)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(output)
-    return {"output": output, "vocab_size": tokenizer.get_vocab_size(), "kind": "binary-bpe", **stats}
+    return {"output": output, "vocab_size": tokenizer.get_vocab_size(), "kind": "binary-bpe", **stats,
+            "skipped": getattr(docs, "skipped", 0)}

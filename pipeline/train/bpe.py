@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.spec import SourceSpec
-from pipeline.train import iter_decoded
+from pipeline.train import DecodedCorpus
 
 log = logging.getLogger(__name__)
 
 EOS_TOKEN = "<|endoftext|>"
 
 
-def sample_corpus(source: SourceSpec, max_bytes: int) -> Iterator[str]:
-    """Documents of the corpus in listing order until max_bytes (binaries as Latin-1 strings)."""
-    for doc in iter_decoded(source, max_bytes):
-        yield doc if isinstance(doc, str) else doc.decode("latin-1")
+def sample_corpus(source: SourceSpec, max_bytes: int) -> DecodedCorpus:
+    """Documents of the corpus in listing order until max_bytes (binaries as Latin-1 strings);
+    `.skipped` counts the bad inputs passed over."""
+    return DecodedCorpus(source, max_bytes, transform=lambda doc: doc if isinstance(doc, str) else doc.decode("latin-1"))
 
 
 def train_bpe(docs: Iterator[str], vocab_size: int, output: str, min_frequency: int = 2) -> dict:
@@ -45,4 +45,5 @@ def train_bpe(docs: Iterator[str], vocab_size: int, output: str, min_frequency: 
     tokenizer.train_from_iterator(counted(), trainer=trainer)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(output)
-    return {"output": output, "vocab_size": tokenizer.get_vocab_size(), "documents": n_docs, "chars": n_bytes}
+    return {"output": output, "vocab_size": tokenizer.get_vocab_size(), "documents": n_docs, "chars": n_bytes,
+            "skipped": getattr(docs, "skipped", 0)}

@@ -86,12 +86,13 @@ def train_image_codebook(source: SourceSpec, k: int, output: str, max_bytes: int
                          image_size: int = 256, patch_size: int = 16) -> dict[str, Any]:
     """Learn a patch codebook from the images of a corpus; writes OUTPUT (.safetensors) and its .json."""
     from pipeline.tokenizers.image import patchify
-    hints = {"size": image_size, "patch": patch_size}
-    vectors, n = _collect(iter_decoded(source, max_bytes, hints), lambda im: patchify(im, patch_size))
+    corpus = iter_decoded(source, max_bytes, {"size": image_size, "patch": patch_size})
+    vectors, n = _collect(corpus, lambda im: patchify(im, patch_size))
     codes, used = _fit(vectors, k, seed, 0, 255, np.uint8)
     config = {"modality": "image", "image_size": image_size, "patch_size": patch_size, "seed": seed,
               "trained_on": {"samples": n, "vectors": used}}
-    return {"files": save_codebook(output, codes, config), "codebook_size": len(codes), "samples": n, "vectors": used}
+    return {"files": save_codebook(output, codes, config), "codebook_size": len(codes), "samples": n, "vectors": used,
+            "skipped": corpus.skipped}
 
 
 def train_audio_codebook(source: SourceSpec, k: int, output: str, max_bytes: int, seed: int = 0,
@@ -99,11 +100,12 @@ def train_audio_codebook(source: SourceSpec, k: int, output: str, max_bytes: int
     """Learn a log-mel frame codebook from the audio of a corpus."""
     from pipeline.tokenizers.audio import DB_MAX, DB_MIN, MEL_DEFAULTS, log_mel_db
     cfg = {**MEL_DEFAULTS, **mel}
-    hints = {"sample_rate": cfg["sample_rate"]}
-    vectors, n = _collect(iter_decoded(source, max_bytes, hints), lambda clip: log_mel_db(clip.samples, cfg))
+    corpus = iter_decoded(source, max_bytes, {"sample_rate": cfg["sample_rate"]})
+    vectors, n = _collect(corpus, lambda clip: log_mel_db(clip.samples, cfg))
     codes, used = _fit(vectors, k, seed, DB_MIN, DB_MAX, np.int16)
     config = {"modality": "audio", **cfg, "seed": seed, "trained_on": {"samples": n, "vectors": used}}
-    return {"files": save_codebook(output, codes, config), "codebook_size": len(codes), "samples": n, "vectors": used}
+    return {"files": save_codebook(output, codes, config), "codebook_size": len(codes), "samples": n, "vectors": used,
+            "skipped": corpus.skipped}
 
 
 def _collect(samples: Iterator[Any], to_vectors: Callable[[Any], np.ndarray]) -> tuple[np.ndarray, int]:
