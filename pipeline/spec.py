@@ -102,7 +102,8 @@ class _Stage(SpecModel):
 
 class DynamicSpec(_Stage):
     kind: Literal["dynamic"]
-    max_merges: int = Field(4096, ge=0, le=MAX_MERGES, strict=True)
+    max_merges: int = Field(4096, ge=0, le=MAX_MERGES, strict=True,
+                            description=f"new ids at most; up to {MAX_MERGES:,} (the merge loop's memory)")
     min_count: int = Field(2, ge=2, strict=True)
     scope: Literal["batch", "shard"] = "shard"
     batch_size: Count = 256
@@ -212,8 +213,14 @@ Duration = Annotated[float, BeforeValidator(parse_duration),
                      Field(gt=0, allow_inf_nan=False, description="seconds: a number or e.g. '20s', '5m', '1h'")]
 
 
+def _workers(value: Any) -> Any:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"give a whole number of workers (1 or more) or 'auto', not {value!r}")
+
+
 class ResourcesSpec(SpecModel):
-    workers: Count | Literal["auto"] = "auto"
+    workers: Annotated[Union[Count, Literal["auto"]], BeforeValidator(_workers)] = "auto"
     cpus_per_worker: float = Field(1.0, gt=0, allow_inf_nan=False)
     gpus_per_worker: float = Field(0.0, ge=0, allow_inf_nan=False)
     max_retries: int = Field(3, ge=0, strict=True)

@@ -237,7 +237,8 @@ class UnitProcessor:
 
 def suspect_units(entries: list[LedgerEntry], units: list[WorkUnit], max_fraction: float) -> dict[str, str]:
     """Committed units that gave nothing useful -> why: no sample, or more than max_fraction of
-    their records quarantined. Entries the listing set aside are not the unit's records."""
+    their records quarantined. Entries the listing set aside are not the unit's records, and a
+    unit that read no record (a byte range no line starts in) is not suspect."""
     listed = {u.id: sum(1 for r in u.inputs if r.problem) for u in units}
     readable = {u.id for u in units if any(not r.problem for r in u.inputs)}
     suspect = {}
@@ -246,6 +247,8 @@ def suspect_units(entries: list[LedgerEntry], units: list[WorkUnit], max_fractio
             continue
         bad = entry.n_errors - listed.get(entry.unit, 0)
         total = entry.n_samples + bad
+        if bad <= 0:
+            continue
         if entry.n_samples == 0:
             suspect[entry.unit] = f"no sample ({bad} record(s) quarantined)"
         elif bad / total > max_fraction:

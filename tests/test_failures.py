@@ -60,3 +60,26 @@ def test_corrupt_parquet_row_group_is_quarantined(tmp_path, ray_address):
     errors = pa.concat_tables([pq.read_table(p) for p in (tmp_path / "out" / "_errors").glob("*.parquet")])
     assert errors.column("member").to_pylist() == ["row group 1"]
     assert "unreadable row group (100 rows)" in errors.column("reason")[0].as_py()
+
+
+def test_only_storage_io_is_retried(ray_address):
+    """Retries are chosen by where an error came from and its type: a decoder's OSError is not storage I/O."""
+    import errno
+
+    import ray
+
+    from pipeline import runner
+    from pipeline.sources.inputs import StorageIOError, is_transient
+
+    @ray.remote
+    def fail(exc):
+        raise exc
+
+    cases = [(StorageIOError("s3://bucket/key", "read: ConnectionResetError: reset by peer"), True),
+             (OSError("Truncated File Read"), False),  # Pillow's, from a cut JPEG: never retried
+             (PermissionError(errno.EACCES, "Permission denied"), False)]
+    for exc, retryable in cases:
+        lost, message, again = runner._result(fail.remote(exc), runner.RunOutcome(), None)
+        assert (lost, again) == (False, retryable), message
+    assert is_transient(ConnectionResetError()) and is_transient(TimeoutError()) and is_transient(OSError(errno.EIO, "x"))
+    assert not is_transient(FileNotFoundError(errno.ENOENT, "gone")) and not is_transient(ValueError("bad"))

@@ -16,7 +16,7 @@ def with_(**changes):
         node = spec
         *parents, leaf = dotted.split("__")
         for p in parents:
-            node = node[p]
+            node = node.setdefault(p, {})
         node[leaf] = value
     return spec
 
@@ -157,3 +157,50 @@ def test_spec_hash_of_existing_specs_is_unchanged(modality, tokenizer, stages, d
     assert spec.spec_hash() == digest
     again = JobSpec.model_validate(spec.model_dump(mode="json"))  # as `tokenmill submit` sends it
     assert again.spec_hash() == digest
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("resources__workers", 0, r"resources\.workers: give a whole number of workers \(1 or more\) or 'auto', not 0"),
+    ("resources__workers", -5, r"resources\.workers: give a whole number of workers"),
+    ("resources__workers", True, r"resources\.workers: .*not True"),
+    ("source__unit_bytes", True, r"source\.unit_bytes: not a size: True"),
+    ("source__limits", {"max_bytes": -1}, r"source\.limits\.max_bytes: Input should be greater than or equal to 1"),
+    ("source__limits", {"max_seconds": float("nan")}, r"source\.limits\.max_seconds: Input should be a finite number"),
+    ("source__limits", {"max_seconds": -1.0}, r"source\.limits\.max_seconds: Input should be greater than 0"),
+    ("source__limits", {"max_pixels": True}, r"source\.limits\.max_pixels: Input should be a valid integer"),
+    ("source__limits", {"max_frames": 0}, r"source\.limits\.max_frames: Input should be greater than or equal to 1"),
+    ("resources__cpus_per_worker", float("inf"), r"resources\.cpus_per_worker: Input should be a finite number"),
+    ("resources__max_retries", True, r"resources\.max_retries: Input should be a valid integer"),
+    ("on_error_max_fraction", 1.5, r"on_error_max_fraction: Input should be less than or equal to 1"),
+    ("stages", [{"kind": "dynamic", "max_merges": 1e20}], r"stages\.0\.max_merges: Input should be a valid integer"),
+    ("stages", [{"kind": "dynamic", "max_merges": 2**31}], r"stages\.0\.max_merges: Input should be less than or equal to "
+                                                           r"16777216"),
+])
+def test_values_that_make_no_sense_are_refused_by_field(key, value, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec(with_(**{key: value}))
+
+
+def test_a_spec_file_that_is_not_utf8_is_one_line_of_error(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_bytes((Path(__file__).parent.parent / "schemas" / "job.schema.json").read_bytes()[:200].replace(
+        b"{", b"\xff\xfe{"))
+    with pytest.raises(SpecError, match=r"job\.yaml: not UTF-8 text \(byte 0 is b'\\xff'\); a job spec is a YAML file"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(("source", "sink", "message"), [
+    ("corpus", "corpus/out", r"sink\.uri: .*corpus/out lies inside source\.uri .*corpus; a run would read its own output"),
+    ("corpus", "corpus", r"sink\.uri: .* lies inside source\.uri"),
+    ("corpus/**/*.py", "corpus/tokens", r"sink\.uri: .* lies inside source\.uri"),
+    ("out/raw", "out", r"source\.uri: .*out/raw lies inside sink\.uri"),
+    ("link-to-corpus", "corpus/out", r"sink\.uri: .* lies inside source\.uri"),
+])
+def test_sink_and_source_may_not_nest(tmp_path, source, sink, message):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "link-to-corpus").symlink_to(tmp_path / "corpus")
+    (tmp_path / "job.yaml").write_text(f"name: t\nsource: {{uri: '{source}'}}\ntokenizer: {{kind: bytes}}\n"
+                                       f"sink: {{uri: {sink}}}\n")
+    with pytest.raises(SpecError, match=message):
+        load_spec(tmp_path / "job.yaml")
+    assert load_spec(tmp_path / "job.yaml", {"sink.uri": str(tmp_path / "elsewhere")}).sink.uri.endswith("elsewhere")

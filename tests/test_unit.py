@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import json
 import tarfile
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.ledger import Ledger
 from pipeline.plan import make_plan
 from pipeline.spec import parse_spec
 from pipeline.unit import UnitProcessor
+from tests import media_fixtures as mf
 from tests.tm_testing import copy_stdlib
 
 
@@ -48,3 +51,67 @@ def test_same_unit_gives_the_same_bytes_anywhere(tmp_path):
     unit = make_plan(spec_a)[0]
     a, b = UnitProcessor(spec_a)(unit), UnitProcessor(spec_b)(unit)
     assert a.files == b.files  # same paths, sizes and sha256: no location inside the shard
+
+
+def bad_errors(out) -> list[dict]:
+    return [row for f in sorted((out / "_errors").glob("*.parquet")) for row in pq.read_table(f).to_pylist()]
+
+
+def test_bad_records_cost_only_themselves(tmp_path):
+    """NaN audio (an assertion at shard build before), a cut FLAC, and an input that grew after
+    planning: each is quarantined with its reason and stage; the unit commits the rest."""
+    speech = mf.write_audio(tmp_path / "corpus")
+    mf.write_nan_wav(tmp_path / "corpus" / "nan.wav")
+    mf.write_cut_flac(tmp_path / "corpus" / "cut.flac", speech[1])
+    spec = parse_spec({"name": "unit", "source": {"uri": str(tmp_path / "corpus"), "modality": "audio"},
+                       "tokenizer": {"kind": "audio-mulaw", "sample_rate": 8000}, "sink": {"uri": str(tmp_path / "out")}})
+    units = make_plan(spec)
+    with open(speech[0], "ab") as f:
+        f.write(b"\0" * 64)  # grew after planning: never silently cut or read
+    entries = [UnitProcessor(spec)(u) for u in units]
+    assert sum(e.n_samples for e in entries) == 3 and sum(e.n_errors for e in entries) == 3
+    reasons = {Path(e["uri"]).name: (e["stage"], e["reason"]) for e in bad_errors(tmp_path / "out")}
+    assert reasons["nan.wav"] == ("decode", "audio holds 501 NaN or infinite samples")
+    assert reasons["cut.flac"][0] == "decode" and "FLAC" in reasons["cut.flac"][1]
+    assert reasons[speech[0].name] == ("read", f"changed since planning: {speech[0].stat().st_size} bytes, "
+                                               f"planned {speech[0].stat().st_size - 64}")
+
+
+def test_tar_member_name_that_is_not_utf8_costs_its_sample_only(tmp_path):
+    photos = mf.write_photos(tmp_path / "photos")
+    mf.write_tars_with_non_utf8_name(tmp_path / "corpus", photos)
+    spec = parse_spec({"name": "unit", "source": {"uri": str(tmp_path / "corpus"), "format": "webdataset",
+                                                   "modality": "binary"},
+                       "tokenizer": {"kind": "bytes"}, "sink": {"uri": str(tmp_path / "out")}})
+    entries = [UnitProcessor(spec)(u) for u in make_plan(spec)]
+    assert sum(e.n_samples for e in entries) == 12 and sum(e.n_errors for e in entries) == 1
+    [error] = bad_errors(tmp_path / "out")
+    name = error["member"]
+    assert name.startswith("caf\\xe9.") and error["reason"] == f"member name {name!r} is not valid UTF-8"
+
+
+class FailsOnEmail:
+    """A stage that raises on the records of one package (a stage bug meeting unusual input)."""
+
+    name = "picky"
+    stats: dict = {}
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        if any("/email/" in i for i in table.column("id").to_pylist()):
+            raise ValueError("cannot stage this record")
+        return table
+
+
+def test_a_stage_that_fails_on_some_records_quarantines_those(tmp_path):
+    copy_stdlib(tmp_path / "corpus", ("json",), limit=4)
+    copy_stdlib(tmp_path / "corpus", ("email",), limit=2)
+    spec = parse_spec({"name": "unit", "source": {"uri": str(tmp_path / "corpus"), "modality": "code",
+                                                   "unit_bytes": "1MiB"},
+                       "tokenizer": {"kind": "bytes"}, "sink": {"uri": str(tmp_path / "out")}})
+    processor = UnitProcessor(spec)
+    processor.stages = [FailsOnEmail()]
+    [unit] = make_plan(spec)
+    entry = processor(unit)
+    assert entry.n_samples == 4 and entry.n_errors == 2
+    assert {(e["stage"], e["reason"]) for e in bad_errors(tmp_path / "out")} == {
+        ("stage", "stage picky failed: ValueError: cannot stage this record")}

@@ -25,14 +25,19 @@ except ImportError:
     _loads = json.loads
 
 
-def _skip_line(f: IO[bytes]) -> int:
-    """Read past the rest of the current line in bounded chunks; the bytes skipped (newline included)."""
-    skipped = 0
+def _skip_line(f: IO[bytes]) -> tuple[int, bytes]:
+    """Read past the rest of the current line in bounded chunks: (bytes skipped, newline included; its last 2)."""
+    skipped, tail = 0, b""
     while True:
         chunk = f.readline(_SKIP)
         skipped += len(chunk)
+        tail = (tail + chunk[-2:])[-2:]
         if not chunk or chunk.endswith(b"\n"):
-            return skipped
+            return skipped, tail
+
+
+def _newline(tail: bytes) -> int:
+    return 2 if tail.endswith(b"\r\n") else 1 if tail.endswith(b"\n") else 0
 
 
 def iter_lines(ref: InputRef, source: SourceSpec) -> Iterator[tuple[int, bytes | None, int]]:
@@ -47,7 +52,7 @@ def iter_lines(ref: InputRef, source: SourceSpec) -> Iterator[tuple[int, bytes |
         pos = ref.start
         if pos > 0:
             f.seek(pos - 1)
-            pos += _skip_line(f) - 1
+            pos += _skip_line(f)[0] - 1
         while pos < end:
             chunk = f.readline(limit + 2)  # the line, its \r\n, and one byte more tells "too long"
             if not chunk:
@@ -55,9 +60,10 @@ def iter_lines(ref: InputRef, source: SourceSpec) -> Iterator[tuple[int, bytes |
                     raise InputProblem(f"changed since planning: ends at byte {pos}, planned {end}")
                 return
             if not chunk.endswith(b"\n") and len(chunk) == limit + 2:
-                size = len(chunk) + _skip_line(f)
-                yield pos, None, size
-                pos += size
+                skipped, tail = _skip_line(f)
+                consumed = len(chunk) + skipped
+                yield pos, None, consumed - _newline((chunk[-2:] + tail)[-2:])
+                pos += consumed
                 continue
             line = chunk.rstrip(b"\r\n") if chunk.endswith(b"\n") else chunk
             yield pos, (line if len(line) <= limit else None), len(line)

@@ -85,7 +85,7 @@ def test_gzip_bomb_is_quarantined_without_being_held(tmp_path):
     assert len(files) == 1 and isinstance(files[0], Quarantined)
     assert "decompresses to more than limits.max_bytes=1048576" in files[0].reason
     assert [getattr(r, "data", None) for r in lines] == [b"first", None, b"last"]
-    assert lines[1].reason == "line is 67108865 bytes, over limits.max_bytes=1048576" and lines[1].member == "@6"
+    assert lines[1].reason == "line is 67108864 bytes, over limits.max_bytes=1048576" and lines[1].member == "@6"
     assert peak < 24 << 20, f"held {peak / 2**20:.1f} MiB for 64 MiB bombs with a 1 MiB limit"
 
 

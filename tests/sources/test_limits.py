@@ -49,7 +49,7 @@ def test_a_long_line_is_quarantined_with_its_size_and_never_held(tmp_path):
     path.write_bytes(b"short one\n" + long + b"\nshort two\n")
     items, peak = read_all(path, "lines")
     assert [getattr(i, "data", None) for i in items] == [b"short one", None, b"short two"]
-    assert items[1].reason == f"line is {len(long) + 1} bytes, over limits.max_bytes={MIB}" and items[1].member == "@10"
+    assert items[1].reason == f"line is {len(long)} bytes, over limits.max_bytes={MIB}" and items[1].member == "@10"
     assert peak < 8 * MIB, f"held {peak / MIB:.1f} MiB for a 12 MiB line with a 1 MiB limit"
 
 

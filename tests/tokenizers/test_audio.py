@@ -62,3 +62,18 @@ def test_audio_vq_decode_gives_speech_like_audio(clip, codebook):
     loud = np.abs(clip.samples[: len(back.samples)]) > 0.05  # energy where the speech is, not in silences
     energy = np.abs(back.samples[: len(loud)])
     assert energy[loud[: len(energy)]].mean() > 2 * energy[~loud[: len(energy)]].mean()
+
+
+def test_every_audio_tokenizer_refuses_nan_and_inf(clip, codebook, tmp_path):
+    """A float WAV may hold NaN or inf; no id stands for them, so the clip is refused (the unit quarantines it)."""
+    import soundfile as sf
+    bad = np.ascontiguousarray(clip.samples.copy())
+    bad[100:200], bad[-1] = np.nan, np.inf
+    sf.write(tmp_path / "nan.wav", bad, clip.sample_rate, subtype="FLOAT")
+    read_back, rate = sf.read(tmp_path / "nan.wav", dtype="float32")
+    assert np.isnan(read_back).sum() == 100  # a real float WAV keeps them
+    for spec in (TokenizerSpec(kind="audio-mulaw", sample_rate=16000), TokenizerSpec(kind="audio-vq", path=str(codebook))):
+        tok = build_tokenizer(spec)
+        with pytest.raises(ValueError, match="audio holds 101 NaN or infinite samples"):
+            tok.encode_batch([clip, AudioClip(read_back, rate)])
+        assert len(tok.encode_batch([clip])) == 1
