@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_EXPORTS = {"TokenDataset": "pipeline.loader.token_dataset", "StateError": "pipeline.loader.token_dataset",
+_EXPORTS = {"TokenDataset": "pipeline.loader.token_dataset", "StateError": "pipeline.loader.state",
             "cu_seqlens": "pipeline.loader.token_dataset", "expand_compact": "pipeline.loader.token_dataset",
             "ShardError": "pipeline.loader.index", "ShardMissing": "pipeline.loader.index",
             "TokenMixture": "pipeline.loader.mixture"}

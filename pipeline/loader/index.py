@@ -81,8 +81,16 @@ class OpenIndex:
         items = [self.tokenizer_fingerprint] + [f"{s.name}:{s.n_samples}" for s in self.shards]
         return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
 
+    @property
+    def identity(self) -> str:
+        """Identifies a followed dataset across generations: its name and tokenizer."""
+        return hashlib.sha256(f"{self.name}\n{self.tokenizer_fingerprint}".encode()).hexdigest()[:16]
+
     def without(self, names: set[str]) -> "OpenIndex":
         return replace(self, shards=tuple(s for s in self.shards if s.name not in names))
+
+    def with_shards(self, shards: tuple[ShardRef, ...]) -> "OpenIndex":
+        return replace(self, shards=shards)
 
 
 def load_index(uri: str, storage_options: dict[str, Any] | None = None) -> OpenIndex:
@@ -123,6 +131,15 @@ class ShardData:
                 o = offsets[lo:hi + 1].tolist()
                 out.extend(values[a:b] for a, b in zip(o, o[1:]))
         return out
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every document's length and last token (0 for an empty one), without reading the tokens."""
+        lengths = [np.diff(o).astype(np.int64) for o in self._offsets]
+        last = [np.where(n > 0, v[np.maximum(o[1:], 1) - 1], 0) if len(v) else np.zeros(len(n), np.int64)
+                for v, o, n in zip(self._values, self._offsets, lengths)]
+        if not lengths:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(lengths), np.concatenate(last).astype(np.int64)
 
     def batches(self, expand: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(tokens, document lengths) per record batch, in row order; tokens contiguous."""

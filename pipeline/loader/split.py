@@ -1,92 +1,77 @@
-"""Who reads what: shards (or row ranges) per consumer, and the shuffled order of its documents.
+"""The global order's random choices, and who takes which windows of it.
 
-A consumer is one DataLoader worker of one rank: `consumer = rank * num_workers + worker`
-of `world_size * num_workers`. Each epoch the shard order is a permutation drawn from
-(seed, epoch); piece i goes to consumer i mod C, so pieces never overlap and none is left
-out. With fewer shards than consumers each shard is cut into equal row ranges first.
-A consumer's documents are then shuffled inside consecutive blocks of `block` documents,
-so the order is a pure function of (seed, epoch, consumer, position) and any position can
-be reopened without replaying the ones before it (that is what makes resume exact).
+The order of an epoch depends on (dataset, seed, epoch) only: the shards are permuted, then
+read in rounds of `interleave` shards whose windows are interleaved by a random merge; inside a
+shard its blocks of `shuffle_buffer` documents are permuted, and the documents inside each
+block. Every choice is a permutation keyed by the seed, the epoch and where it applies, so any
+position can be reopened without replaying the ones before it.
+
+Ranks and DataLoader workers never own data: a global batch is `world_size * batch_size`
+consecutive windows of the order; rank r takes the r-th slice of `batch_size` windows, and
+DataLoader worker w of a rank produces the global batches w, w + num_workers, ... (the order in
+which a DataLoader asks its workers), so what the training loop has consumed is always a prefix.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Piece:
-    """Rows [start, stop) of shard number `shard` (position in the index)."""
-
-    shard: int
-    start: int
-    stop: int
-
-    @property
-    def n_rows(self) -> int:
-        return self.stop - self.start
-
-
 def permutation(n: int, *key: int) -> np.ndarray:
-    """A permutation of range(n) that depends only on `key` (stable across runs)."""
+    """A permutation of range(n) that depends only on `key` (stable across runs and machines)."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(k) for k in key])))
     return np.argsort(rng.random(n), kind="stable")
 
 
-def epoch_pieces(n_rows: Sequence[int], consumers: int, seed: int, epoch: int, shuffle: bool) -> list[Piece]:
-    """All pieces of one epoch in reading order: whole shards, or row ranges when shards are few."""
-    order = permutation(len(n_rows), seed, epoch, 0) if shuffle else np.arange(len(n_rows))
-    parts = math.ceil(consumers / len(n_rows)) if 0 < len(n_rows) < consumers else 1
-    pieces = []
-    for s in order.tolist():
-        bounds = np.linspace(0, n_rows[s], parts + 1).astype(np.int64).tolist()
-        pieces.extend(Piece(s, a, b) for a, b in zip(bounds, bounds[1:]))
-    return pieces
+@dataclass(frozen=True)
+class Order:
+    """The permutations of one epoch (identity everywhere when shuffle is off)."""
+
+    seed: int
+    epoch: int
+    shuffle: bool
+
+    def shards(self, n: int) -> np.ndarray:
+        return permutation(n, self.seed, self.epoch, 0) if self.shuffle else np.arange(n)
+
+    def blocks(self, n: int, shard: int) -> np.ndarray:
+        return permutation(n, self.seed, self.epoch, 1, shard) if self.shuffle else np.arange(n)
+
+    def docs(self, n: int, shard: int, block: int) -> np.ndarray:
+        return permutation(n, self.seed, self.epoch, 2, shard, block) if self.shuffle else np.arange(n)
+
+    def merge(self, counts: list[int], round_: int) -> np.ndarray:
+        """Which lane (shard of the round) each window of the round comes from: a uniform random
+        interleaving of the lanes' windows (lane after lane without shuffle)."""
+        lanes = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+        return lanes[permutation(len(lanes), self.seed, self.epoch, 3, round_)] if self.shuffle else lanes
 
 
-def consumer_pieces(pieces: list[Piece], consumer: int, consumers: int) -> list[Piece]:
-    """The pieces one consumer reads, in order."""
-    return pieces[consumer::consumers]
+def rank_in_order(lanes: np.ndarray, n_lanes: int) -> np.ndarray:
+    """For each position of a merge, how many windows of the same lane come before it."""
+    order = np.argsort(lanes, kind="stable")
+    counts = np.bincount(lanes, minlength=n_lanes)
+    firsts = np.repeat(np.cumsum(counts) - counts, counts)
+    out = np.empty(len(lanes), dtype=np.int64)
+    out[order] = np.arange(len(lanes)) - firsts
+    return out
 
 
-class Stream:
-    """The documents of one consumer, numbered 0..total-1, cut into shuffled blocks."""
+@dataclass(frozen=True)
+class Consumer:
+    """One DataLoader worker of one rank: which global batches it makes and which slice of them."""
 
-    def __init__(self, pieces: list[Piece], block: int, shuffle: bool, key: tuple[int, ...]) -> None:
-        self.pieces = pieces
-        self.block = block
-        self.shuffle = shuffle
-        self.key = key
-        self._ends = np.cumsum([p.n_rows for p in pieces], dtype=np.int64)
-        self.total = int(self._ends[-1]) if pieces else 0
+    rank: int
+    world_size: int
+    worker: int
+    num_workers: int
+    batch_size: int
 
     @property
-    def n_blocks(self) -> int:
-        return math.ceil(self.total / self.block)
+    def global_batch(self) -> int:
+        return self.world_size * self.batch_size
 
-    def block_rows(self, b: int) -> list[Piece]:
-        """The row ranges (pieces cut to fit) that hold block b's documents, in stream order."""
-        lo, hi = b * self.block, min((b + 1) * self.block, self.total)
-        out = []
-        first = int(np.searchsorted(self._ends, lo, side="right"))
-        for i in range(first, len(self.pieces)):
-            piece, begin = self.pieces[i], int(self._ends[i]) - self.pieces[i].n_rows
-            a, z = max(lo, begin) - begin, min(hi, int(self._ends[i])) - begin
-            if begin >= hi:
-                break
-            if a < z:
-                out.append(Piece(piece.shard, piece.start + a, piece.start + z))
-        return out
-
-    def block_order(self, b: int) -> np.ndarray:
-        """The order in which block b's documents are read (identity without shuffle)."""
-        n = min(self.block, self.total - b * self.block)
-        return permutation(n, *self.key, b) if self.shuffle else np.arange(n)
-
-    def shards_after(self, b: int, n: int) -> list[int]:
-        """The shards of the next n pieces from block b + 1 on (what to prefetch)."""
-        first = int(np.searchsorted(self._ends, (b + 1) * self.block, side="right"))
-        return list(dict.fromkeys(p.shard for p in self.pieces[first:first + n]))
+    def first_window(self, step_start: int) -> int:
+        """Global position of this rank's first window in the global batch starting at `step_start`."""
+        return step_start + self.rank * self.batch_size

@@ -124,12 +124,12 @@ def upload(local_root: Path, bucket_uri: str, storage_options: dict[str, Any]) -
 
 
 def make_loader(root: str, num_workers: int, **kwargs: Any) -> tuple[Any, Any]:
-    """The resume tests' loader: TokenDataset under torchdata's StatefulDataLoader."""
+    """The resume tests' loader: TokenDataset (batches of 8 windows) under torchdata's StatefulDataLoader."""
     from torchdata.stateful_dataloader import StatefulDataLoader
 
     from pipeline.loader.token_dataset import TokenDataset
-    ds = TokenDataset(root, kwargs.pop("seq_len", 64), seed=7, shuffle_buffer=16, **kwargs)
-    return ds, StatefulDataLoader(ds, batch_size=8, num_workers=num_workers)
+    ds = TokenDataset(root, kwargs.pop("seq_len", 64), seed=7, shuffle_buffer=16, batch_size=8, **kwargs)
+    return ds, StatefulDataLoader(ds, batch_size=None, num_workers=num_workers)
 
 
 def epoch_batches(ds: Any, loader: Any, start_epoch: int, epochs: int) -> Iterator[tuple[int, Any]]:
@@ -141,8 +141,13 @@ def epoch_batches(ds: Any, loader: Any, start_epoch: int, epochs: int) -> Iterat
 
 
 def pack_stream(windows: list[dict[str, Any]]) -> np.ndarray:
-    """The token stream packed windows cover: first input, then every real label."""
-    if not windows:
-        return np.empty(0, dtype=np.int64)
-    labels = [w["labels"].numpy() for w in windows]
-    return np.concatenate([windows[0]["input_ids"].numpy()[:1]] + [x[x != -100] for x in labels])
+    """The token streams unshuffled packed windows cover, one shard after the other: the first input
+    of a shard's first window (the window after a padded one), then every real label."""
+    out, restart = [], True
+    for w in windows:
+        labels = w["labels"].numpy()
+        if restart:
+            out.append(w["input_ids"].numpy()[:1])
+        out.append(labels[labels != -100])
+        restart = bool((labels == -100).any())
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)

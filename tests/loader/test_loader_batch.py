@@ -39,20 +39,38 @@ def _rows(ds: TokenDataset, batches: list[dict[str, torch.Tensor]]) -> dict[str,
 @pytest.mark.parametrize("layout", ["windows", "compact"])
 @pytest.mark.parametrize("mode,shuffle", [("pack", True), ("pack", False), ("pad", True), ("pad", False)])
 def test_batches_are_the_windows_concatenated(root: Path, layout: str, mode: str, shuffle: bool) -> None:
+    """Whatever the worker count, the batches in step order are the single windows cut every 5."""
+    args: dict[str, Any] = {"seed": 4, "shuffle": shuffle, "mode": mode, "shuffle_buffer": 8}
+    single = list(TokenDataset(str(root), SEQ, **args))
+    n_batches = len(single) // 5  # the last partial batch is dropped
     checked = 0
     for num_workers in (1, 2, 3):
+        by_step = {}
         for worker in range(num_workers):
-            args: dict[str, Any] = {"seed": 4, "shuffle": shuffle, "mode": mode, "shuffle_buffer": 8}
-            single = list(TokenDataset(str(root), SEQ, **args).windows(worker, num_workers))
             ds = TokenDataset(str(root), SEQ, batch_size=5, layout=layout, **args)
-            batches = list(ds.windows(worker, num_workers))
-            assert [len(b["tokens" if layout == "compact" else "input_ids"]) for b in batches[:-1]] == \
-                [5] * (len(batches) - 1)
-            rows = _rows(ds, batches)
-            for k in KEYS:
-                assert torch.equal(rows[k], torch.stack([w[k] for w in single])), (k, worker, num_workers)
-            checked += len(single)
+            for i, batch in enumerate(ds.windows(worker, num_workers)):
+                by_step[worker + i * num_workers] = batch
+        assert sorted(by_step) == list(range(n_batches))
+        rows = _rows(ds, [by_step[k] for k in range(n_batches)])
+        for k in KEYS:
+            assert torch.equal(rows[k], torch.stack([w[k] for w in single[:5 * n_batches]])), (k, num_workers)
+        checked += 5 * n_batches
     assert checked > 300
+
+
+@pytest.mark.parametrize("layout", ["windows", "compact"])
+def test_last_partial_batch_is_dropped_or_padded(root: Path, layout: str) -> None:
+    single = list(TokenDataset(str(root), SEQ, seed=4))
+    assert len(single) % 7, "the test needs a partial last batch"
+    dropped = list(TokenDataset(str(root), SEQ, seed=4, batch_size=7, layout=layout))
+    kept = TokenDataset(str(root), SEQ, seed=4, batch_size=7, layout=layout, last_batch="pad")
+    padded = list(kept)
+    assert len(dropped) == len(single) // 7 and len(padded) == len(dropped) + 1
+    rows = _rows(kept, padded)
+    n = len(single)
+    assert all(torch.equal(rows[k][:n], torch.stack([w[k] for w in single])) for k in KEYS)
+    assert rows["input_ids"].shape[0] == 7 * len(padded) > n
+    assert bool((rows["labels"][n:] == -100).all()) and bool((rows["input_ids"][n:] == kept.pad_id).all())
 
 
 def test_compact_layout_is_int32_tokens_and_cu_seqlens(root: Path) -> None:
@@ -104,8 +122,8 @@ def test_state_from_single_windows_resumes_in_batches(root: Path) -> None:
     batched = TokenDataset(str(root), SEQ, seed=2, batch_size=6)
     batched.load_state_dict(ds.state_dict())
     rows = _rows(batched, list(batched))
-    assert len(head) + len(rows["input_ids"]) == len(single)
-    assert torch.equal(rows["input_ids"], torch.stack([w["input_ids"] for w in single[13:]]))
+    assert len(rows["input_ids"]) == 6 * ((len(single) - 13) // 6) > 100  # the partial last batch dropped
+    assert torch.equal(rows["input_ids"], torch.stack([w["input_ids"] for w in single[13:13 + len(rows["input_ids"])]]))
 
 
 @pytest.mark.parametrize("layout", ["windows", "compact"])
@@ -144,6 +162,9 @@ def test_bad_layout_is_refused(root: Path) -> None:
         TokenDataset(str(root), SEQ, layout="compact")
 
 
-def test_mixture_refuses_batched_sources(root: Path) -> None:
-    with pytest.raises(ValueError, match="batch_size=None"):
-        TokenMixture([(str(root), 1.0)], SEQ, batch_size=4)
+def test_mixture_of_batched_sources_yields_batches_of_its_windows(root: Path) -> None:
+    single = list(itertools.islice(iter(TokenMixture([(str(root), 1.0), (str(root), 2.0)], SEQ, seed=5)), 40))
+    batched = TokenMixture([(str(root), 1.0), (str(root), 2.0)], SEQ, seed=5, batch_size=4, layout="compact")
+    batches = list(itertools.islice(iter(batched), 10))
+    rows = _rows(batched.datasets[0], batches)
+    assert all(torch.equal(rows[k], torch.stack([w[k] for w in single])) for k in KEYS)

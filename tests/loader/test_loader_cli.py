@@ -19,7 +19,7 @@ import itertools, sys, torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 from pipeline.loader.token_dataset import TokenDataset
 out, mode, k, n, state = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-make = lambda: StatefulDataLoader(TokenDataset(out, seq_len=128, seed=3), batch_size=4, num_workers=2)
+make = lambda: StatefulDataLoader(TokenDataset(out, seq_len=128, seed=3, batch_size=4), batch_size=None, num_workers=2)
 loader = make()
 if mode == "resume":
     loader.load_state_dict(torch.load(state, weights_only=True))

@@ -52,15 +52,15 @@ def test_mixture_is_deterministic_and_seeded(sources: tuple[str, str]) -> None:
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_mixture_resumes_exactly(sources: tuple[str, str], num_workers: int) -> None:
     def loader(mix: TokenMixture) -> StatefulDataLoader:
-        return StatefulDataLoader(mix, batch_size=4, num_workers=num_workers)
-    ref = list(itertools.islice(iter(loader(_mixture(sources))), 70))
+        return StatefulDataLoader(mix, batch_size=None, num_workers=num_workers)
+    ref = list(itertools.islice(iter(loader(_mixture(sources, batch_size=4))), 70))
     for k in (3, 25, 50):
-        first = loader(_mixture(sources))
+        first = loader(_mixture(sources, batch_size=4))
         it = iter(first)
         head = list(itertools.islice(it, k))
         state = first.state_dict()
         del it
-        resumed = loader(_mixture(sources))
+        resumed = loader(_mixture(sources, batch_size=4))
         resumed.load_state_dict(state)
         rest = list(itertools.islice(iter(resumed), 70 - k))
         assert len(head + rest) == 70
