@@ -1,0 +1,131 @@
+"""Transient S3 faults: 30% `503 SlowDown` and 10% connection resets, from a small fault-injecting proxy
+in front of the real moto server on 127.0.0.1. The run still ends with shards byte-identical to a
+clean run's."""
+from __future__ import annotations
+
+import http.client
+import random
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+import s3fs
+
+from tests.tm_testing import STDLIB, run_cli
+
+SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+            b"<Message>Please reduce your request rate.</Message></Error>")
+JOB = """name: s3-faults
+source: {{uri: "s3://faults-in/code/**/*.py", format: files, modality: code, unit_bytes: 40KiB}}
+tokenizer: {{kind: hf, path: {tok}}}
+sink: {{uri: "s3://faults-out/{out}", formats: [arrow, webdataset]}}
+resources: {{workers: 2, max_retries: 6}}
+report: false
+"""
+
+
+class FaultyProxy(ThreadingHTTPServer):
+    """Forwards every request to `upstream`; answers 503 or resets the connection by a seeded draw."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str, p_503: float, p_reset: float, seed: int = 7) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.upstream = urlsplit(upstream)
+        self.p_503, self.p_reset = p_503, p_reset
+        self.draws = random.Random(seed)
+        self.lock = threading.Lock()
+        self.counts = {"forwarded": 0, "503": 0, "reset": 0}
+
+    def draw(self) -> str:
+        with self.lock:
+            x = self.draws.random()
+        fault = "503" if x < self.p_503 else "reset" if x < self.p_503 + self.p_reset else "forwarded"
+        with self.lock:
+            self.counts[fault] += 1
+        return fault
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _any(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        fault = self.server.draw()
+        if fault == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.close()  # RST: the client sees "connection reset by peer"
+            self.close_connection = True
+            return
+        if fault == "503":
+            self.send_response(503)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(SLOWDOWN)))
+            self.end_headers()
+            self.wfile.write(SLOWDOWN)
+            return
+        up = http.client.HTTPConnection(self.server.upstream.hostname, self.server.upstream.port, timeout=30)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        headers["Host"] = self.server.upstream.netloc
+        up.request(self.command, self.path, body=body or None, headers=headers)
+        reply = up.getresponse()
+        data = reply.read()
+        self.send_response(reply.status)
+        for key, value in reply.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        up.close()
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
+
+
+@pytest.fixture
+def buckets(s3_env):
+    client = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    for bucket in ("faults-in", "faults-out"):
+        client.create_bucket(Bucket=bucket)
+    for path in sorted((STDLIB / "json").glob("*.py")) + sorted((STDLIB / "email").glob("*.py")):
+        if path.stat().st_size:
+            client.put_object(Bucket="faults-in", Key=f"code/{path.parent.name}/{path.name}", Body=path.read_bytes())
+    yield s3_env
+    for bucket in ("faults-in", "faults-out"):
+        for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=obj["Key"])
+        client.delete_bucket(Bucket=bucket)
+
+
+def _shards(env: dict, out: str) -> dict[str, bytes]:
+    fs = s3fs.S3FileSystem(endpoint_url=env["AWS_ENDPOINT_URL"], key="testing", secret="testing")
+    return {p.rsplit("/", 1)[-1]: fs.cat_file(p) for p in fs.ls(f"faults-out/{out}/shards")}
+
+
+def test_503s_and_resets_end_byte_identical(tmp_path, buckets, bpe_tokenizer, ray_address):
+    for name in ("clean", "faulty"):
+        (tmp_path / f"{name}.yaml").write_text(JOB.format(tok=bpe_tokenizer, out=name))
+    clean = run_cli("run", str(tmp_path / "clean.yaml"), address=ray_address, env=buckets)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    proxy = FaultyProxy(buckets["AWS_ENDPOINT_URL"], p_503=0.3, p_reset=0.1)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        faulty = run_cli("run", str(tmp_path / "faulty.yaml"), address=ray_address,
+                         env={**buckets, "AWS_ENDPOINT_URL": proxy.url}, timeout=600)
+    finally:
+        proxy.shutdown()
+    assert faulty.returncode == 0, faulty.stderr[-3000:]
+    assert proxy.counts["503"] >= 10 and proxy.counts["reset"] >= 3, proxy.counts
+    a, b = _shards(buckets, "clean"), _shards(buckets, "faulty")
+    assert a == b and len(a) >= 4
