@@ -9,7 +9,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -151,3 +151,51 @@ def pack_stream(windows: list[dict[str, Any]]) -> np.ndarray:
         out.append(labels[labels != -100])
         restart = bool((labels == -100).any())
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+def rows(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The windows of one item: a batch (windows layout) or a single window."""
+    if item["input_ids"].dim() == 1:
+        return [item]
+    return [{k: v[i] for k, v in item.items()} for i in range(len(item["input_ids"]))]
+
+
+def train_phase(make: Callable[[int], Any], world_size: int, num_workers: int, steps: int | None,
+                start: Any = None) -> tuple[dict[int, dict[str, Any]], list[Any]]:
+    """A training phase simulated in one process: each rank's dataset (`make(rank)`), copied once per
+    DataLoader worker as a DataLoader does (0 workers: the dataset itself), gives its global batches in
+    the order a DataLoader asks its workers, `steps` of them (None: to the end of the epoch). `start`
+    is loaded into every rank first. Returns the windows by global position from the phase's start,
+    and each rank's state as a StatefulDataLoader would save it."""
+    by_position: dict[int, dict[str, Any]] = {}
+    states = []
+    for rank in range(world_size):
+        copies = [make(rank) for _ in range(max(num_workers, 1))]
+        for c in copies:
+            if start is not None:
+                c.load_state_dict(start)
+        size, global_batch = copies[0].batch_size or 1, copies[0].global_batch
+        passes = [c.windows(w, len(copies)) for w, c in enumerate(copies)]
+        step = 0
+        while steps is None or step < steps:
+            item = next(passes[step % len(copies)], None)
+            if item is None:  # that worker has no global batch left: nor has any after it
+                break
+            for j, w in enumerate(rows(item)):
+                position = step * global_batch + rank * size + j
+                assert position not in by_position, position
+                by_position[position] = w
+            step += 1
+        states.append(copies[0].state_dict() if num_workers == 0 else {
+            "_snapshot": {"_worker_snapshots": {f"worker_{i}": {"worker_id": i, "dataset_state": c.state_dict()}
+                                                for i, c in enumerate(copies)}},
+            "_steps_since_snapshot": 0})
+    return by_position, states
+
+
+def same_windows(got: dict[int, dict[str, Any]], want: list[dict[str, Any]]) -> int:
+    """Assert that `got` holds exactly the windows of `want` by position; returns how many were compared."""
+    assert sorted(got) == list(range(len(want))), (len(got), len(want))
+    for i, w in enumerate(want):
+        assert all(bool((got[i][k] == w[k]).all()) for k in ("input_ids", "labels")), i
+    return len(want)
