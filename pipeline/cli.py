@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -47,12 +48,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import time
     from pipeline.job import RunOptions, run_job
+    began = time.time()
     spec = load_spec(args.job, _overrides(args))
     summary = run_job(spec, RunOptions(address=args.address, num_cpus=args.num_cpus, show_progress=not args.quiet,
                                          verify=args.verify))
+    report_began = time.time()
     report_path = _maybe_report(spec)
-    print_summary(summary, report_path)
+    ended = time.time()
+    print_summary(summary, report_path, report_s=ended - report_began, command_s=ended - began)
     if args.summary_json:
         with open(args.summary_json, "w") as f:
             json.dump(summary.to_json(), f, indent=1, sort_keys=True)
@@ -69,8 +74,15 @@ def _maybe_report(spec) -> str | None:
     return write_report(spec.sink.uri, storage_options=spec.sink.storage_options)
 
 
-def print_summary(summary, report_path: str | None = None) -> None:
-    """The run summary (pipeline.job.RunSummary) as the lines a person reads after `tokenmill run`."""
+def print_summary(summary, report_path: str | None = None, report_s: float = 0.0,
+                  command_s: float | None = None) -> None:
+    """The run summary (pipeline.job.RunSummary) as the lines a person reads after `tokenmill run`.
+
+    Each time figure says what it covers: units (first unit start to last commit), the run
+    (spec to index: Ray start-up, planning and the engine probe included), the report, and
+    the whole command, which is everything the user waited for.
+    """
+    from pipeline.humanize import plural, sig3
     t, r = summary.totals, summary.run_totals
     print(f"tokenmill: {summary.name} -> {summary.output}")
     if summary.units_suspect:
@@ -81,17 +93,21 @@ def print_summary(summary, report_path: str | None = None) -> None:
     print(f"  units: {summary.units_total} planned, {summary.units_run} run, "
           f"{summary.units_skipped} already committed, {summary.units_redone} redone, "
           f"{len(summary.units_failed)} failed, {summary.retries} retries")
-    print(f"  this run: {r.n_samples:,} samples, {r.n_tokens:,} tokens, {r.n_bytes:,} bytes, "
-          f"{r.n_errors} quarantined, {summary.seconds} s, engine {summary.engine}")
-    print(f"  throughput: {r.steady_mb_s} MB/s while units ran, {r.mb_s} MB/s over the whole run "
-          "(Ray start-up and planning included)")
+    if summary.units_run == 0:
+        print("  this run: nothing to do (every planned unit is already committed)")
+    else:
+        print(f"  this run: {plural(r.n_samples, 'sample')}, {plural(r.n_tokens, 'token')}, "
+              f"{plural(r.n_bytes, 'byte')} of input, {r.n_errors:,} quarantined, engine {summary.engine}")
+        print(f"  speed: {sig3(r.steady_mb_s)} MB/s while units ran (first unit start to last commit); "
+              f"{sig3(r.mb_s)} MB/s over the run's {sig3(summary.seconds)} s (Ray start-up, planning and "
+              "the engine probe included)")
     if summary.entries_set_aside:
         print(f"  listing: {summary.entries_set_aside} entries not read (not regular files, links, unlistable, "
               "hidden), quarantined with their reasons")
-    print(f"  dataset: {t['n_shards']} shards, {t['n_samples']:,} samples, {t['n_tokens']:,} tokens, "
-          f"{t['n_bytes']:,} bytes, {t['n_errors']} quarantined")
+    print(f"  dataset: {plural(t['n_shards'], 'shard')}, {plural(t['n_samples'], 'sample')}, "
+          f"{plural(t['n_tokens'], 'token')}, {plural(t['n_bytes'], 'byte')}, {t['n_errors']:,} quarantined")
     for stage, stats in r.stages.items():
-        print(f"  stage {stage}: " + ", ".join(f"{k} {v:,}" for k, v in stats.items())
+        print(f"  stage {stage}: " + ", ".join(f"{k} {_number(v)}" for k, v in stats.items())
               + _reduction(stats))
     reason = summary.engine_report.get("reason")
     if reason:
@@ -104,7 +120,14 @@ def print_summary(summary, report_path: str | None = None) -> None:
     for unit_id, message in sorted(summary.units_failed.items()):
         print(f"  FAILED {unit_id}: {message}")
     if report_path:
-        print(f"  report: {report_path}")
+        print(f"  report: {report_path} (written in {sig3(report_s)} s)")
+    if command_s is not None:
+        print(f"  total: {sig3(command_s)} s for the whole command")
+
+
+def _number(value: Any) -> str:
+    from pipeline.humanize import sig3
+    return f"{value:,}" if isinstance(value, int) else sig3(value) if isinstance(value, float) else str(value)
 
 
 def _reduction(stats: dict[str, Any]) -> str:
@@ -123,7 +146,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.spec import SourceSpec, parse_size
     fmt = args.format or "files"
     modality = args.modality or "text"
-    source = SourceSpec(uri=args.input, format=fmt, modality=modality, field=args.field, column=args.field)
+    uri = args.input[0] if len(args.input) == 1 else list(args.input)
+    source = SourceSpec(uri=uri, format=fmt, modality=modality, field=args.field, column=args.field)
     try:
         result = _train(source, modality, args, parse_size(args.sample_bytes))
     except ValueError as exc:  # a bad option value or an unusable corpus: one line, exit 2
@@ -275,7 +299,8 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True, help="corpus URI or glob (as source.uri)")
+    p.add_argument("--input", required=True, nargs="+",
+                   help="corpus URIs or globs (as source.uri); an unquoted shell glob's expansion works too")
     p.add_argument("--format", choices=["files", "lines", "jsonl", "parquet", "webdataset"])
     p.add_argument("--field", default="text", help="jsonl field / parquet column")
     p.add_argument("--modality", choices=["text", "code", "binary", "image", "audio"])
@@ -306,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command][0](args)
+    except BrokenPipeError:  # `tokenmill plan job.yaml | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except (SpecError, OutputError, ConnectionError) as exc:
         print(f"tokenmill: error: {exc}", file=sys.stderr)
         return 2

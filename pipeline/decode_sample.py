@@ -100,20 +100,27 @@ def _write(tokenizer, row: dict[str, Any], tokens: np.ndarray, base: Path) -> li
         grid = fill_grid(tokens, row.get("positions"), shape, missing=2**31 - 1)
         decoded = tokenizer.decode(grid, shape)
         pixels = frame_strip(decoded) if modality == "video" else decoded
-        name = base.with_suffix(".strip.png" if modality == "video" else ".png")
+        name = _plus(base, ".strip.png" if modality == "video" else ".png")
         _write_png(name, pixels)
         return [name]
     if modality == "audio":
         import soundfile as sf
         clip = tokenizer.decode(tokens, shape)
-        sf.write(base.with_suffix(".wav"), clip.samples, clip.sample_rate, subtype="PCM_16")
-        return [base.with_suffix(".wav")]
+        sf.write(_plus(base, ".wav"), clip.samples, clip.sample_rate, subtype="PCM_16")
+        return [_plus(base, ".wav")]
     decoded = tokenizer.decode(tokens)
     if isinstance(decoded, str):
-        base.with_suffix(".txt").write_text(decoded, encoding="utf-8")
-        return [base.with_suffix(".txt")]
-    base.with_suffix(".bin").write_bytes(bytes(decoded))
-    return [base.with_suffix(".bin")]
+        target = base if base.suffix else _plus(base, ".txt")  # decoder.py decodes to decoder.py
+        target.write_text(decoded, encoding="utf-8")
+        return [target]
+    target = base if base.suffix else _plus(base, ".bin")
+    target.write_bytes(bytes(decoded))
+    return [target]
+
+
+def _plus(base: Path, ext: str) -> Path:
+    """The original name with the decoded file's extension after it (astronaut.jpg.png)."""
+    return base.with_name(base.name + ext)
 
 
 def inspect_sample(out_dir: str, sample_id: str, dest_dir: str) -> list[str]:
@@ -127,7 +134,8 @@ def inspect_sample(out_dir: str, sample_id: str, dest_dir: str) -> list[str]:
     tokenizer = dataset_tokenizer(folder, index)
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
-    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in row["id"].rsplit("/", 1)[-1])[:80] or "sample"
+    original = row["id"].rsplit("/", 1)[-1]  # the input's own file name, kept so a person recognises it
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in original)[:80].lstrip(".") or "sample"
     written = _write(tokenizer, row, np.asarray(row["tokens"], np.int64), dest / stem)
     info = {k: row[k] for k in ("id", "source", "modality", "shape", "n_bytes")}
     info.update(n_tokens=len(row["tokens"]), meta=json.loads(row["meta"] or "{}"), files=[p.name for p in written])

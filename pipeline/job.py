@@ -22,6 +22,7 @@ from pipeline.lock import RunLease
 from pipeline.plan import WorkUnit, make_plan
 from pipeline.progress import Progress
 from pipeline.rates import busy_span, mb_per_s
+from pipeline.sinks.energon import write_energon_meta
 from pipeline.spec import TEXT_MODALITIES, JobSpec
 from pipeline.storage import Storage
 from pipeline.tokenizers import Tokenizer
@@ -224,6 +225,7 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     header = index_header(spec, tokenizer, engine, output_dtype(spec, tokenizer))
     index = build_index(scan.entries, units, header, ledger.folder.shard_sizes())
     write_index(storage, index)  # first: the index never names a shard the cleanup below removes
+    write_energon_meta(storage, index)  # .nv-meta/ lists the index's tars (pipeline.sinks.energon)
     crash_point("index-written")
     lease.check()
     removed, orphans = cleanup(ledger, units, scan.entries)
@@ -269,8 +271,8 @@ def _run_totals(entries: list[LedgerEntry], seconds: float) -> RunTotals:
 
 
 def _stage_totals(entries: list[LedgerEntry]) -> dict[str, dict[str, float]]:
-    """Per stage: integer counters summed over the run's units (e.g. tokens_before/after), the
-    seconds spent in it, and the units."""
+    """Per stage: counters summed over the run's units (tokens_before/after, seconds), maxima
+    taken for `max_*` figures (a per-group limit does not add up), and the units."""
     totals: dict[str, dict[str, float]] = {}
     for entry in entries:
         for stage, stats in entry.stage_stats.items():
@@ -280,7 +282,7 @@ def _stage_totals(entries: list[LedgerEntry]) -> dict[str, dict[str, float]]:
                 if key == "seconds":
                     acc[key] = round(acc.get(key, 0.0) + value, 4)
                 elif isinstance(value, int) and not isinstance(value, bool):
-                    acc[key] = acc.get(key, 0) + value
+                    acc[key] = max(acc.get(key, 0), value) if key.startswith("max_") else acc.get(key, 0) + value
     return totals
 
 

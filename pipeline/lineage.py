@@ -90,10 +90,30 @@ def _source_matches(uri: str, inp_uri: str) -> bool:
     return inp_uri == uri or inp_uri.startswith(uri.rstrip("/") + "/")
 
 
+def _as_input_uri(ds: Dataset, given: str) -> str:
+    """The input URI (or folder) the user means: as given, as a local path from here, or a unique end of one."""
+    uris = {i.uri for e in ds.ledger for i in e.inputs}
+    if any(_source_matches(given, u) for u in uris):
+        return given
+    if "://" not in given:
+        import os
+        local = os.path.abspath(given)
+        if any(_source_matches(local, u) for u in uris):
+            return local
+    tail = "/" + given.strip("/")
+    ends = {u for u in uris if u.endswith(tail)}
+    folders = {u[: u.index(tail + "/") + len(tail)] for u in uris if tail + "/" in u}
+    found = ends | folders
+    if len(found) > 1:
+        raise NotFound(f"{given!r} matches {len(found)} inputs, e.g. {sorted(found)[:3]}; give more of the path")
+    return found.pop() if found else given
+
+
 def find_source(out_dir: str, uri: str, *, storage_options: dict | None = None) -> list[dict]:
     """Shards and units holding samples of an input (or of every input below a folder URI)."""
     ds = open_dataset(out_dir, storage_options)
     indexed = _indexed(ds)
+    uri = _as_input_uri(ds, uri)
     out = []
     for entry in ds.ledger:
         inputs = [i.to_json() for i in entry.inputs if _source_matches(uri, i.uri)]

@@ -82,14 +82,36 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         return
     if address:
         _check_reachable(address)
+        _check_auth(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConnectionError(f"cannot reach the Ray cluster at {address}: {exc}") from None
         return
-    # address="local": always a new embedded Ray, even when another Ray runs on this machine
+    # address="local": always a new embedded Ray, even when another Ray runs on this machine. Its
+    # token-auth notice is not the user's business: it listens on 127.0.0.1 and lives for one run
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
              logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+
+
+def _check_auth(address: str) -> None:
+    """Say at once, with the fix, when the cluster wants Ray's auth token (ray.init would retry ~20 s)."""
+    hostport = address.split("://", 1)[-1]
+    if address == "auto" or address.startswith("ray://") or ":" not in hostport:
+        return
+    try:
+        from ray._raylet import GcsClient
+        GcsClient(address=hostport)
+    except Exception as exc:  # noqa: BLE001 - only an authentication failure is ours to explain
+        if "InvalidAuthToken" not in str(exc) and type(exc).__name__ != "AuthenticationError":
+            return
+        mode = os.environ.get("RAY_AUTH_MODE", "unset")
+        raise ConnectionError(
+            f"the Ray cluster at {address} refused this client's auth token (InvalidAuthToken; RAY_AUTH_MODE is "
+            f"{mode}). It uses Ray's token authentication: run with RAY_AUTH_MODE=token and the cluster's token "
+            "in ~/.ray/auth_token (or RAY_AUTH_TOKEN_PATH=<file>, or RAY_AUTH_TOKEN=<token>); "
+            "`ray get-auth-token` on the head prints it") from None
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

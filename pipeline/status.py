@@ -35,6 +35,7 @@ def dataset_status(out: str, storage_options: dict[str, Any] | None = None) -> d
         "samples": sum(e.n_samples for e in entries), "tokens": sum(e.n_tokens for e in entries),
         "errors": sum(e.n_errors for e in entries),
         "run_mb_s": mb_per_s(sum(e.n_bytes for e in this_run), finished - started) if this_run else 0.0,
+        "nothing_to_do": bool(state) and state.units_todo == 0,
         "index_totals": index.totals.to_json() if index else None,
         "problems": ([index_problem] if index_problem else []) + sorted(scan.problems.values()),
         "foreign": folder.foreign(),
@@ -51,11 +52,12 @@ def _driver_alive(folder: DatasetFolder) -> bool:
 
 
 def format_status(s: dict[str, Any]) -> str:
+    from pipeline.humanize import sig3
+    latest = "latest run: nothing to do" if s["nothing_to_do"] else f"latest run {sig3(s['run_mb_s'])} MB/s"
     lines = [f"{s['output']}: {s['state']}",
              f"  units: {s['units_committed']}/{s['units_total']} committed, {s['units_pending']} pending "
              f"({s['units_committed_this_run']} in the latest run)",
-             f"  samples {s['samples']:,}, tokens {s['tokens']:,}, quarantined {s['errors']}, "
-             f"latest run {s['run_mb_s']} MB/s"]
+             f"  samples {s['samples']:,}, tokens {s['tokens']:,}, quarantined {s['errors']:,}, {latest}"]
     lines += [f"  problem: {p} (the next run redoes or rebuilds it)" for p in s["problems"]]
     if s["foreign"]:
         lines.append(f"  not tokenmill's (left as they are): {', '.join(s['foreign'])}")

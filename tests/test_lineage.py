@@ -84,6 +84,10 @@ def test_find_source_of_a_folder_and_of_a_quarantined_input(files):
     assert [g["unit"] for g in got] == [bad["unit"]] and got[0]["n_errors"] >= 1
     with pytest.raises(NotFound, match="no unit"):
         find_source(str(files.out), "/nowhere/")
+    relative = "corpus/code/" + code[0]["source"].split("/corpus/code/")[1]  # as the user sees the input
+    assert {g["shard"] for g in find_source(str(files.out), relative)} == {
+        s["shard"] for s in files.samples if s["source"] == code[0]["source"]}
+    assert {g["shard"] for g in find_source(str(files.out), "corpus/code")} >= {s["shard"] for s in code}
 
 
 def test_shard_inputs(files):

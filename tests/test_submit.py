@@ -16,6 +16,15 @@ import pytest
 from tests.tm_testing import REPO, copy_stdlib, free_port, run_cli
 
 
+class Head(str):
+    """The head's dashboard URL (the Jobs API), with its GCS address as `.gcs`."""
+
+    def __new__(cls, url: str, gcs: str) -> "Head":
+        head = super().__new__(cls, url)
+        head.gcs = gcs
+        return head
+
+
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     """A Ray head with its dashboard (Jobs API) on loopback, stopped by this fixture alone."""
@@ -49,7 +58,7 @@ def head(tmp_path_factory):
     else:
         proc.terminate()
         pytest.fail("the Ray dashboard did not come up")
-    yield url
+    yield Head(url, f"127.0.0.1:{port}")
     proc.terminate()
     proc.wait(timeout=60)
     _kill_leftovers(str(temp))
@@ -95,3 +104,18 @@ def test_run_against_an_unreachable_cluster_fails_clearly(tmp_path):
     result = run_cli("run", str(job), "--address", f"127.0.0.1:{free_port()}", timeout=180)
     assert result.returncode == 2
     assert "cannot reach the Ray cluster" in result.stderr.strip().splitlines()[-1]
+
+
+def test_run_on_a_token_auth_cluster_without_the_token_says_so_at_once(head, tmp_path):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("hello")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: auth\nsource: {{uri: {tmp_path / 'corpus'}}}\ntokenizer: {{kind: bytes}}\n"
+                   f"sink: {{uri: {tmp_path / 'out'}}}\nreport: false\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env["RAY_AUTH_MODE"] = "disabled"  # a client that does not send the cluster's token
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(job), "--address", head.gcs],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert "InvalidAuthToken" in last and "RAY_AUTH_MODE=token" in last and "auth_token" in last, last
