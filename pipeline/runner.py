@@ -291,16 +291,20 @@ def cluster_problem(cpus_per_worker: float) -> str | None:
 
 
 def _submit(pool: ActorPool, queue: deque, inflight: dict) -> None:
-    for idx in range(len(pool.actors)):
-        while queue and pool.load[idx] < IN_FLIGHT_PER_WORKER:
-            unit, attempt = queue.popleft()
-            actor = pool.actors[idx]
-            ref = actor.run.remote(unit, attempt)
-            inflight[ref] = (unit, idx, attempt, actor)
-            if not pool.order[idx]:
-                pool.head_since[idx] = time.monotonic()
-            pool.order[idx].append(ref)
-            pool.load[idx] += 1
+    """Hand out queued units breadth first: always to the least loaded actor, so two units on two
+    workers run side by side instead of one after the other on the first."""
+    while queue:
+        idx = min(range(len(pool.actors)), key=lambda i: pool.load[i])
+        if pool.load[idx] >= IN_FLIGHT_PER_WORKER:
+            return
+        unit, attempt = queue.popleft()
+        actor = pool.actors[idx]
+        ref = actor.run.remote(unit, attempt)
+        inflight[ref] = (unit, idx, attempt, actor)
+        if not pool.order[idx]:
+            pool.head_since[idx] = time.monotonic()
+        pool.order[idx].append(ref)
+        pool.load[idx] += 1
 
 
 def _result(ref, outcome: RunOutcome, on_commit) -> tuple[bool, str, bool] | None:
