@@ -6,6 +6,7 @@ entry is named and its unit redone; a corrupt dataset.json is rebuilt from the l
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -15,7 +16,7 @@ from typing import Any
 
 from pipeline.dataset import layout
 from pipeline.dataset.read import DatasetFolder
-from pipeline.dataset.records import DatasetIndex, LedgerEntry, RunState
+from pipeline.dataset.records import DatasetIndex, EngineChoice, LedgerEntry, RecordError, RunState
 from pipeline.errors import ClusterLost, OutputError, SpecError, UnitFailed
 from pipeline.ledger import Ledger, build_index, write_index
 from pipeline.lock import RunLease
@@ -152,7 +153,7 @@ def probe_documents(spec: JobSpec, units: list[WorkUnit]) -> list[str]:
 
 def select_engine(spec: JobSpec, units: list[WorkUnit]) -> tuple[str, dict[str, Any]]:
     from pipeline.tokenizers.engines import choose_engine
-    docs = probe_documents(spec, units) if spec.tokenizer.kind == "hf" and units else []
+    docs = probe_documents(spec, units) if spec.tokenizer.kind in ("hf", "tiktoken") and units else []
     engine, report = choose_engine(spec.tokenizer, docs)
     log.info("tokenizer engine: %s (%s)", engine, report["reason"])
     return engine, report
@@ -190,14 +191,48 @@ def run_job(spec: JobSpec, options: RunOptions = RunOptions()) -> RunSummary:
         return _run_locked(spec, storage, tokenizer, units, previous, started, options, lease)
 
 
-def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokenizer,
-                todo: list[WorkUnit]) -> tuple[str, dict]:
-    """The engine for this run's units; with nothing to run, the one the index already names."""
+ENGINE_PACKAGES = ("tokenizers", "tiktoken", "gigatoken")
+
+
+def engine_versions() -> dict[str, str]:
+    """The installed version of each engine package (a cached verdict holds only while these do)."""
+    from importlib import metadata
+    out = {}
+    for name in ENGINE_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokenizer, todo: list[WorkUnit],
+                storage: Storage) -> tuple[str, dict]:
+    """The engine for this run's units; with nothing to run, the one the index already names.
+
+    `engine: auto` probes once per output folder, tokenizer and engine versions: the verdict is
+    kept in _engine.json and reused by later (nightly) runs, which then start without the probe.
+    """
     if not todo and previous:
         return previous.tokenizer.engine or tokenizer.engine, {"reason": "nothing to run; index unchanged"}
-    if spec.source.modality in TEXT_MODALITIES:
+    if spec.source.modality not in TEXT_MODALITIES:
+        return tokenizer.engine, {}
+    if spec.tokenizer.engine != "auto":
         return select_engine(spec, todo)
-    return tokenizer.engine, {}
+    versions = engine_versions()
+    try:
+        cached = EngineChoice.parse(storage.read_bytes(layout.ENGINE_CHOICE), layout.ENGINE_CHOICE)
+    except (FileNotFoundError, RecordError):
+        cached = None
+    if cached and (cached.tokenizer_fingerprint, cached.versions) == (tokenizer.fingerprint, versions):
+        reason = f"{cached.report.get('reason', cached.engine)} (probe verdict kept in {layout.ENGINE_CHOICE})"
+        log.info("tokenizer engine: %s (%s)", cached.engine, reason)
+        return cached.engine, {**cached.report, "reason": reason}
+    engine, report = select_engine(spec, todo)
+    choice = EngineChoice(tokenizer_fingerprint=tokenizer.fingerprint, versions=versions, engine=engine,
+                          report=json.loads(json.dumps(report, default=str)))
+    storage.write_atomic(layout.ENGINE_CHOICE, choice.to_bytes())
+    return engine, report
 
 
 def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: list[WorkUnit],
@@ -207,7 +242,7 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
                                    hashes=options.verify)
     for unit_id, reason in sorted(redo.items()):
         log.warning("unit %s is redone: %s", unit_id, reason)
-    engine, engine_report = _engine_for(spec, previous, tokenizer, todo)
+    engine, engine_report = _engine_for(spec, previous, tokenizer, todo, storage)
     copy_tokenizer(storage, tokenizer)
     state = RunState(state="running", name=spec.name, units_total=len(units), units_todo=len(todo),
                      started=started, host=socket.gethostname(), pid=os.getpid(), engine=engine)

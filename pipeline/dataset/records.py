@@ -225,6 +225,15 @@ class RunState(_Record):
     summary: dict[str, Any] | None = None
 
 
+class EngineChoice(_Record):
+    """`_engine.json`: which engine `engine: auto` chose, for which tokenizer and engine versions."""
+
+    tokenizer_fingerprint: str
+    versions: dict[str, str]
+    engine: str
+    report: dict[str, Any] = {}
+
+
 QUARANTINE_FIELDS = ("uri", "member", "reason", "stage")
 QUARANTINE_SCHEMA = pa.schema([(name, pa.string()) for name in QUARANTINE_FIELDS])
 

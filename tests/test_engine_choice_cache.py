@@ -1,0 +1,29 @@
+"""`engine: auto` probes once per output folder, tokenizer and engine versions; later runs reuse the verdict."""
+from __future__ import annotations
+
+import json
+import shutil
+
+from pipeline.dataset import layout
+from pipeline.job import engine_versions
+from tests.tm_testing import STDLIB, copy_stdlib, run_cli
+
+
+def test_probe_verdict_is_kept_and_reused(tmp_path, bpe_tokenizer, ray_address):
+    copy_stdlib(tmp_path / "corpus", ("json",))
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: cache\nsource: {{uri: {tmp_path / 'corpus'}, modality: code}}\n"
+                   f"tokenizer: {{kind: hf, path: {bpe_tokenizer}, engine: auto}}\n"
+                   f"sink: {{uri: {tmp_path / 'out'}}}\nreport: false\n")
+    first = run_cli("run", str(job), address=ray_address)
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = json.loads((tmp_path / "out" / layout.ENGINE_CHOICE).read_text())
+    assert kept["versions"] == engine_versions() and kept["engine"] in ("hf", "tiktoken", "gigatoken")
+    shutil.copyfile(STDLIB / "bisect.py", tmp_path / "corpus" / "bisect.py")  # new input: a unit to run
+    second = run_cli("run", str(job), address=ray_address)
+    assert second.returncode == 0 and f"probe verdict kept in {layout.ENGINE_CHOICE}" in second.stdout
+    (tmp_path / "out" / layout.ENGINE_CHOICE).write_text("{not json")  # damaged: probed again, rewritten
+    shutil.copyfile(STDLIB / "heapq.py", tmp_path / "corpus" / "heapq.py")
+    third = run_cli("run", str(job), address=ray_address)
+    assert third.returncode == 0 and "probe verdict kept" not in third.stdout
+    assert json.loads((tmp_path / "out" / layout.ENGINE_CHOICE).read_text())["engine"] == kept["engine"]
