@@ -19,7 +19,9 @@ RUN_STATE = "_run.json"
 LOCK = "_lock"
 REPORT = "report.html"
 WRITE_TEST = ".write-test"
-ROOT_NAMES = (INDEX, LEDGER_DIR, SHARD_DIR, ERROR_DIR, TOKENIZER_DIR, RUN_STATE, LOCK, REPORT, WRITE_TEST)
+ENGINE_CHOICE = "_engine.json"  # the engine probe's verdict, reused while tokenizer and engines are the same
+ROOT_NAMES = (INDEX, LEDGER_DIR, SHARD_DIR, ERROR_DIR, TOKENIZER_DIR, RUN_STATE, LOCK, REPORT, WRITE_TEST,
+              ENGINE_CHOICE)
 
 INDEX_FORMAT = "tokenmill.dataset"
 INDEX_VERSION = 1
