@@ -102,7 +102,7 @@ class _Stage(SpecModel):
 
 class DynamicSpec(_Stage):
     kind: Literal["dynamic"]
-    max_merges: int = Field(4096, ge=0, le=MAX_MERGES, strict=True,
+    max_merges: int = Field(4096, ge=0, le=INT32_MAX, strict=True,
                             description=f"new ids at most; up to {MAX_MERGES:,} (the merge loop's memory)")
     min_count: int = Field(2, ge=2, strict=True)
     scope: Literal["batch", "shard"] = "shard"
@@ -118,6 +118,9 @@ class DynamicSpec(_Stage):
         if tok.vocab_size is not None and tok.vocab_size + self.max_merges > INT32_MAX:
             return (f"base vocabulary {tok.vocab_size} + max_merges {self.max_merges} is more ids than "
                     "the merge loop holds (int32); lower max_merges")
+        if tok.vocab_size is not None and self.max_merges > MAX_MERGES:  # checked with the built tokenizer, as above
+            return (f"max_merges {self.max_merges:,} is more than the {MAX_MERGES:,} the merge loop supports "
+                    "(it allocates ~32 bytes per merge and id in every worker up front); lower max_merges")
         return super().problem(modality, tok)
 
 

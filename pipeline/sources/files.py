@@ -12,45 +12,20 @@ from typing import Iterator
 from pipeline.errors import Quarantined
 from pipeline.plan import InputRef, WorkUnit
 from pipeline.sources import RawRecord, read_inputs
-from pipeline.sources.inputs import InputProblem, check_unchanged, compression_of, open_input, storage_error
+from pipeline.sources.inputs import (InputProblem, check_unchanged, compression_of, is_local_uri, open_input, read_up_to,
+                                     storage_error)
 from pipeline.spec import SourceSpec
-from pipeline.storage import filesystem, is_local
+from pipeline.storage import filesystem
 
 _REMOTE_BATCH = 64  # objects fetched concurrently from an object store
 
 
 def read_files(unit: WorkUnit, source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
-    """Yield each file of the unit as one record; oversized files are quarantined unread."""
-    refs = list(unit.inputs)
-    readable = [r for r in refs if not r.problem]
-    if readable and not is_local(filesystem(readable[0].uri, source.storage_options)[0]):
-        yield from _remote(refs, source)
-        return
-    yield from read_inputs(refs, lambda ref: _read_one(ref, source), "file")
-
-
-def _read_one(ref: InputRef, source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
+    """Yield each file of the unit as one record, in unit order; oversized files are quarantined unread."""
     limit = source.limits.max_bytes
-    if ref.size > limit:
-        yield Quarantined(ref.uri, "", f"file is {ref.size} bytes, over limits.max_bytes={limit}", "read")
-        return
-    with open_input(ref, source) as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        yield Quarantined(ref.uri, "", f"decompresses to more than limits.max_bytes={limit} bytes "
-                          f"({ref.size} bytes compressed); not read further", "read")
-        return
-    if not compression_of(ref.uri) and len(data) != ref.size:
-        raise InputProblem(f"changed since planning: read {len(data)} bytes, planned {ref.size}")
-    yield RawRecord(ref.uri, ref.uri, data, len(data))
-
-
-def _remote(refs: list[InputRef], source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
-    """Uncompressed objects in concurrent batches; the rest one by one, all in unit order."""
-    limit = source.limits.max_bytes
-    batch: list[InputRef] = []
-    for ref in refs:
-        if ref.problem or compression_of(ref.uri) or ref.size > limit:
+    batch: list[InputRef] = []  # plain objects of an object store, fetched together
+    for ref in unit.inputs:
+        if ref.problem or compression_of(ref.uri) or ref.size > limit or is_local_uri(ref.uri):
             yield from _fetch(batch, source)
             batch = []
             yield from read_inputs([ref], lambda r: _read_one(r, source), "file")
@@ -60,6 +35,23 @@ def _remote(refs: list[InputRef], source: SourceSpec) -> Iterator[RawRecord | Qu
             yield from _fetch(batch, source)
             batch = []
     yield from _fetch(batch, source)
+
+
+def _read_one(ref: InputRef, source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
+    limit = source.limits.max_bytes
+    if ref.size > limit:
+        yield Quarantined(ref.uri, "", f"file is {ref.size} bytes, over limits.max_bytes={limit}", "read")
+        return
+    compressed = bool(compression_of(ref.uri))
+    with open_input(ref, source, buffered=compressed) as f:  # one byte past what is allowed tells "too big"
+        data = read_up_to(f, limit + 1 if compressed else ref.size + 1)
+    if len(data) > limit:
+        yield Quarantined(ref.uri, "", f"decompresses to more than limits.max_bytes={limit} bytes "
+                          f"({ref.size} bytes compressed); not read further", "read")
+        return
+    if not compressed and len(data) != ref.size:
+        raise InputProblem(f"changed since planning: read {len(data)} bytes, planned {ref.size}")
+    yield RawRecord(ref.uri, ref.uri, data, len(data))
 
 
 def _fetch(batch: list[InputRef], source: SourceSpec) -> Iterator[RawRecord | Quarantined]:

@@ -17,8 +17,9 @@ import stat
 from typing import IO, Any, Iterator
 
 import fsspec.compression
+from fsspec.core import split_protocol
 
-from pipeline.storage import filesystem, is_local
+from pipeline.storage import filesystem
 
 BLOCK = 8 << 20  # object-store reads (fsspec's block size)
 BUFFER = 1 << 20  # the buffered reader on top; bounds what a line-by-line reader holds
@@ -117,7 +118,8 @@ class _StorageReads(io.RawIOBase):
         super().close()
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a stat mode is, in words ("a FIFO", "a socket", ...)."""
     for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link")):
         if test(mode):
@@ -138,19 +140,17 @@ def local_version(st: os.stat_result) -> str:
     return str(int(st.st_mtime * 1e9))
 
 
-def _open_local(ref: Any, follow_symlinks: bool) -> IO[bytes]:
-    # O_NONBLOCK: opening a FIFO that replaced a file never waits for a writer
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow_symlinks else os.O_NOFOLLOW)
+def _open_local(ref: Any) -> IO[bytes]:
+    """The planned file, opened without waiting (O_NONBLOCK: a FIFO that replaced it never blocks);
+    what it is now is judged on the open descriptor, so a swap after the check cannot slip in."""
     try:
-        fd = os.open(ref.uri, flags)
+        fd = os.open(ref.uri, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise InputProblem("changed since planning: now a symbolic link (source.follow_symlinks: false)") from None
         raise storage_error(ref.uri, exc, "open") from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InputProblem(f"not a regular file ({_kind(st.st_mode)})")
+            raise InputProblem(f"not a regular file ({file_kind(st.st_mode)})")
         check_unchanged(ref.uri, ref.size, ref.version, st.st_size, local_version(st))
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb", buffering=0)
@@ -176,21 +176,37 @@ def _open_remote(ref: Any, storage_options: dict[str, Any]) -> IO[bytes]:
     return f
 
 
-@contextlib.contextmanager
-def open_input(ref: Any, source: Any) -> Iterator[IO[bytes]]:
-    """The planned input as a buffered binary file, decompressed when its extension says so.
+def is_local_uri(uri: str) -> bool:
+    """Whether a planned URI is on the local disk (the listing gives local inputs as plain paths)."""
+    return split_protocol(uri)[0] in (None, "file", "local")
 
-    Raises InputProblem (quarantine the input) or StorageIOError (retry the unit).
-    """
-    local = is_local(filesystem(ref.uri, source.storage_options)[0])
-    raw = _open_local(ref, source.follow_symlinks) if local else _open_remote(ref, source.storage_options)
-    buffered: IO[bytes] = io.BufferedReader(_StorageReads(ref.uri, raw), BUFFER)
+
+@contextlib.contextmanager
+def open_input(ref: Any, source: Any, buffered: bool = True) -> Iterator[IO[bytes]]:
+    """The planned input as a binary file (buffered for line readers), decompressed when its
+    extension says so. Raises InputProblem (quarantine the input) or StorageIOError (retry)."""
+    raw = _open_local(ref) if is_local_uri(ref.uri) else _open_remote(ref, source.storage_options)
+    base: IO[bytes] = _StorageReads(ref.uri, raw)
+    if buffered:
+        base = io.BufferedReader(base, BUFFER)
     codec = compression_of(ref.uri)
     try:
         if not codec:
-            yield buffered
+            yield base
             return
-        with contextlib.closing(fsspec.compression.compr[codec](buffered, mode="rb")) as stream:
+        with contextlib.closing(fsspec.compression.compr[codec](base, mode="rb")) as stream:
             yield stream
     finally:
-        buffered.close()
+        base.close()
+
+
+def read_up_to(f: IO[bytes], n: int) -> bytes:
+    """Up to n bytes (fewer only at the end of the stream), from a raw or buffered file."""
+    parts, left = [], n
+    while left > 0:
+        chunk = f.read(left)
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from fsspec.utils import glob_translate
 
 from pipeline.errors import SpecError
-from pipeline.sources.inputs import _kind, local_version
+from pipeline.sources.inputs import file_kind, local_version
 from pipeline.storage import filesystem, is_local
 
 GLOB_CHARS = "*?["
@@ -161,6 +161,7 @@ class _LocalWalk:
 
     def __init__(self, path: str, follow_symlinks: bool) -> None:
         self.root = source_root(path)
+        self.real_root = os.path.realpath(self.root)
         self.follow = follow_symlinks
         self.glob = any(c in path for c in GLOB_CHARS)
         self.pattern = re.compile(glob_translate(path)) if self.glob else None
@@ -174,11 +175,10 @@ class _LocalWalk:
             st = os.stat(self.root)
         except FileNotFoundError:
             raise SpecError(f"source.uri: no such file or folder: {self.root} (in {uri})") from None
-        self.real_root = os.path.realpath(self.root)
         if not stat.S_ISDIR(st.st_mode):  # a single file named by the URI (followed if it is a link)
             if stat.S_ISREG(st.st_mode):
                 return {self.root: InputFile(self.root, st.st_size, local_version(st))}
-            return {self.root: problem_entry(self.root, f"not a regular file ({_kind(st.st_mode)})")}
+            return {self.root: problem_entry(self.root, f"not a regular file ({file_kind(st.st_mode)})")}
         self.seen.add((st.st_dev, st.st_ino))
         stack = [(self.root, 0)]
         while stack:
@@ -239,7 +239,7 @@ class _LocalWalk:
             if self._matches(uri):
                 self.found[uri] = InputFile(uri, st.st_size, local_version(st))
         else:
-            self._problem(uri, f"not a regular file ({_kind(st.st_mode)})", level, False)
+            self._problem(uri, f"not a regular file ({file_kind(st.st_mode)})", level, False)
 
     def _link(self, uri: str, level: int, stack: list) -> None:
         try:

@@ -80,7 +80,7 @@ def test_changed_input_is_quarantined_and_the_other_read(tmp_path, fmt, change):
         assert [(i.id, i.data) for i in good] == [(i.id, i.data) for i in expected]
 
 
-def test_a_symlink_that_replaced_a_planned_file_is_not_followed(tmp_path):
+def test_a_symlink_that_replaced_a_planned_file_is_not_read(tmp_path):
     folder = tmp_path / "c"
     changed, _ = write_inputs(folder, "files")
     spec = spec_for(folder, "files")
@@ -89,4 +89,4 @@ def test_a_symlink_that_replaced_a_planned_file_is_not_followed(tmp_path):
     shutil.copyfile(STDLIB / "csv.py", tmp_path / "elsewhere.py")
     changed.symlink_to(tmp_path / "elsewhere.py")
     bad = [i for u in units for i in reader_for("files")(u, spec.source) if isinstance(i, Quarantined)]
-    assert [b.reason for b in bad] == ["changed since planning: now a symbolic link (source.follow_symlinks: false)"]
+    assert len(bad) == 1 and bad[0].reason.startswith("changed since planning: version ")
