@@ -32,6 +32,7 @@ _TRANSIENT_ERRNO = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETI
 _CLIENT_TRANSIENT = {"ClientConnectionError", "ClientPayloadError", "ServerTimeoutError", "EndpointConnectionError",
                      "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError", "IncompleteReadError",
                      "ResponseStreamingError"}
+_CHANGED = {"FileExpired"}  # s3fs, gcsfs: the object's etag changed under an open file
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
@@ -63,6 +64,8 @@ def is_transient(exc: BaseException) -> bool:
 
 def storage_error(uri: str, exc: BaseException, doing: str) -> Exception:
     """The exception to raise for a storage failure: StorageIOError to retry, else InputProblem."""
+    if {c.__name__ for c in type(exc).__mro__} & _CHANGED:
+        return InputProblem(f"changed since planning: {getattr(exc, 'strerror', None) or exc}")
     if is_transient(exc):
         return StorageIOError(uri, f"{doing}: {type(exc).__name__}: {exc}")
     if isinstance(exc, FileNotFoundError):
@@ -162,6 +165,7 @@ def _open_local(ref: Any) -> IO[bytes]:
 def _open_remote(ref: Any, storage_options: dict[str, Any]) -> IO[bytes]:
     from pipeline.sources.listing import version_of
     fs, path = filesystem(ref.uri, storage_options)
+    fs.invalidate_cache(path)  # the etag checked below is the object's now, not the listing's
     try:
         f = fs.open(path, "rb", block_size=BLOCK)
     except Exception as exc:  # noqa: BLE001 - classified by type
