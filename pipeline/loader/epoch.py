@@ -5,8 +5,10 @@ Position g of the epoch is found without reading what comes before it: the shard
 and the window in it, the shard's block counts give the block and the block's documents the
 tokens. Rounds are counted from an anchor (round, windows before it) so that a resume needs
 the plans of the rounds from its position on only; the anchor travels in the loader state.
-Memory holds the opened shards of two rounds, one block of document views per shard, and each
-open round's merge (5 bytes a window: ~5 MB for 8 shards of 120k windows).
+A round opens all its shards when it starts (local ones are memory maps, so a shard deleted
+afterwards still reads to the end of the round). Memory holds the shards of one round plus one,
+one block of document views per shard, and the open rounds' merges (12 bytes a window: ~12 MB
+for 8 shards of 120k windows).
 """
 from __future__ import annotations
 
@@ -142,6 +144,8 @@ class Epoch:
     def _round(self, r: int) -> Round:
         if r not in self._rounds:
             members = self.shard_order[r * self.interleave:(r + 1) * self.interleave].tolist()
+            for i in members:  # opened (local: memory-mapped) now, so a shard deleted later still reads
+                self.cache.get(i)
             self.cache.prefetch(self.shard_order[(r + 1) * self.interleave:(r + 2) * self.interleave].tolist())
             lanes = [Lane(i, self.plan(i), self.book.packing, self.order, self.cache) for i in members]
             self._rounds[r] = Round(r, lanes, self.order)

@@ -177,7 +177,7 @@ class TokenDataset(IterableDataset):
         return self.world_size * (self.batch_size or 1)
 
     def cache(self, index: OpenIndex) -> ShardCache:
-        return ShardCache(index, keep=2 * self.interleave, prefetch=self.prefetch)
+        return ShardCache(index, keep=self.interleave + 1, prefetch=self.prefetch)
 
     def open_epoch(self, epoch: int, index: OpenIndex, anchor: tuple[int, int], cache: ShardCache) -> Epoch:
         return Epoch(index.shards, self.book, cache, Order(self.seed, epoch, self.shuffle), self.interleave, anchor)

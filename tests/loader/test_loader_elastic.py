@@ -235,3 +235,17 @@ def _same_mixture(out: Path, case: dict[str, Any]) -> int:
     before, _ = _by_position(out, case, "before")
     after, _ = _by_position(out, case, "after")
     return _same(before, head) + _same(after, tail)
+
+
+def test_epoch_steps_ends_each_epoch_after_that_many_global_batches(root: Path) -> None:
+    """With follow, this is how new shards come in every N global batches: each epoch is N of them."""
+    first, _ = _epochs(root)
+    before, states = train_phase(_make(root, 2, 3, epoch_steps=5), 2, 2, None)
+    same_windows(before, first[:5 * 6])  # the epoch stops after 5 global batches of 6
+    assert states[0]["_snapshot"]["_worker_snapshots"]["worker_0"]["dataset_state"]["step"] == 5
+    _, states = train_phase(_make(root, 2, 3, epoch_steps=5), 2, 1, 2)
+    rest, _ = train_phase(_make(root, 1, 4, epoch_steps=5), 1, 0, None, start=states[0])
+    same_windows(rest, first[12:12 + 3 * 4])  # the step count goes on across the resume: 3 more of 4
+    ds = _make(root, 1, 4, epoch_steps=5)(0)
+    ds.load_state_dict(states[0])
+    assert len(list(ds)) == 3 and len(list(ds)) == 5 and ds.epoch == 2  # the next epoch: 5 again
