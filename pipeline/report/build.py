@@ -12,11 +12,19 @@ import logging
 import sys
 import time
 
-from pipeline.report import summary
 from pipeline.dataset import layout
 from pipeline.dataset.read import Dataset, DatasetError, open_dataset
-from pipeline.report.stats import ReadContext, check_group_by, common_prefix, compute_shard_stats
+from pipeline.report import summary
+from pipeline.report.about import describe
+from pipeline.report.fmt import plural, sig
+from pipeline.report.stats import (
+    ReadContext,
+    check_group_by,
+    common_prefix,
+    compute_shard_stats,
+)
 from pipeline.report.throughput import throughput
+from pipeline.report.tokens import vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -29,51 +37,54 @@ def _context(ds: Dataset, group_by: str) -> ReadContext:
                        prefix=common_prefix(uris), base_vocab_size=ds.base_vocab_size)
 
 
-def _describe(ds: Dataset, out_dir: str) -> dict:
-    keep = ("name", "modality", "token_dtype", "formats", "spec_hash")
-    index = ds.index.to_json()
-    tok = {k: v for k, v in index["tokenizer"].items() if k in ("kind", "fingerprint", "vocab_size")}
-    return {"path": str(out_dir), **{k: index.get(k) for k in keep}, "tokenizer": tok}
-
-
 def compute_stats(out_dir: str, *, group_by: str = "folder", storage_options: dict | None = None) -> dict:
     """Statistics of the dataset in out_dir as JSON-serializable numbers (see docs/report.md)."""
     check_group_by(group_by)
     return _stats(open_dataset(out_dir, storage_options), str(out_dir), group_by)
 
 
-def _stats(ds: Dataset, out_dir: str, group_by: str) -> dict:
-    began = time.perf_counter()
+def _stats(ds: Dataset, out_dir: str, group_by: str, began: float | None = None) -> dict:
+    began = time.perf_counter() if began is None else began
     refs, missing = ds.shard_refs()
     for m in missing:
         log.warning("shard %s is in dataset.json but missing from disk: %s", m["name"], m["paths"])
     res = compute_shard_stats(ds, refs, _context(ds, group_by)) if refs else None
+    words = vocabulary(ds)
     stats = {
-        "dataset": _describe(ds, out_dir), "group_by": group_by,
+        "dataset": describe(ds, out_dir, words), "group_by": group_by,
         "totals": summary.totals(res, ds.index, missing), "index_totals": ds.index.totals.to_json(),
         "missing_shards": missing, "mismatched_shards": summary.shard_mismatches(res, ds.index, missing),
         "groups": summary.group_rows(res["groups"], "group") if res else [],
         "modalities": summary.group_rows(res["modalities"], "modality") if res else [],
-        "lengths": summary.lengths(res), "longest": summary.longest(res), "vocab": summary.vocab(res, ds),
+        "lengths": summary.lengths(res), "longest": summary.longest(res), "vocab": summary.vocab(res, ds, words),
         "dynamic": summary.dynamic(res), "errors": summary.errors(ds.folder.errors()),
-        "throughput": throughput(ds.ledger),
+        "throughput": throughput(ds.ledger, ds.folder.run_state()),
     }
     stats["report"] = _timing(time.perf_counter() - began, stats["throughput"])
     return stats
 
 
 def _timing(seconds: float, th: dict) -> dict:
-    run = (th.get("latest") or {}).get("seconds")
-    return {"seconds": seconds, "share_of_run": seconds / run if run else None}
+    """The statistics' own time beside the latest run's: the whole command's, else its units' span."""
+    command, latest = th.get("command"), th.get("latest")
+    if command and command["seconds"] is not None:
+        span, run = "command", command["seconds"]
+    else:
+        span, run = ("units", latest["seconds"]) if latest else (None, None)
+    return {"seconds": seconds, "run_seconds": run, "run_span": span,
+            "share_of_run": seconds / run if run else None}
 
 
 def write_report(out_dir: str, *, group_by: str = "folder", storage_options: dict | None = None) -> str:
     """Compute the statistics and write OUT/report.html (one self-contained file); returns its path."""
     check_group_by(group_by)
+    began = time.perf_counter()
     ds = open_dataset(out_dir, storage_options)
-    stats = _stats(ds, str(out_dir), group_by)
-    from pipeline.report.html import render  # matplotlib loads only when a page is drawn
-    page = render(stats).encode("utf-8")
+    stats = _stats(ds, str(out_dir), group_by, began)
+    from pipeline.report.html import (
+        render,  # matplotlib loads only when a page is drawn
+    )
+    page = render(stats, began).encode("utf-8")
     ds.folder.storage.write_atomic(REPORT_NAME, page)
     path = ds.path(REPORT_NAME) if "://" not in str(out_dir) else f"{str(out_dir).rstrip('/')}/{REPORT_NAME}"
     log.info("report written: %s (%d bytes, stats in %.2f s)", path, len(page), stats["report"]["seconds"])
@@ -118,12 +129,12 @@ def cli_stats(args: argparse.Namespace) -> int:
 def text_summary(s: dict) -> str:
     """A few lines for a terminal: totals and the per-group table."""
     t = s["totals"]
-    lines = [f"{s['dataset']['path']}: {t['n_shards']} shards, {t['n_samples']:,} samples, "
-             f"{t['n_tokens']:,} tokens, {t['n_bytes']:,} input bytes, "
-             f"{s['errors']['n_errors']:,} quarantined",
+    lines = [(f"{s['dataset']['path']}: {plural(t['n_shards'], 'shard')}, {plural(t['n_samples'], 'sample')}, "
+              f"{plural(t['n_tokens'], 'token')}, {plural(t['n_bytes'], 'input byte')}, "
+              f"{plural(s['errors']['n_errors'], 'input')} quarantined"),
              *[f"missing shard: {m['name']}" for m in s["missing_shards"]],
              f"{s['group_by']:<32} {'samples':>10} {'tokens':>14} {'bytes/token':>12}"]
     for r in s["groups"]:
-        bpt = f"{r['bytes_per_token']:.3f}" if r["bytes_per_token"] else "-"
+        bpt = sig(r["bytes_per_token"]) if r["bytes_per_token"] else "-"
         lines.append(f"{r['group'][:32]:<32} {r['n_samples']:>10,} {r['n_tokens']:>14,} {bpt:>12}")
     return "\n".join(lines) + "\n"

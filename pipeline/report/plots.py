@@ -10,12 +10,16 @@ import io
 
 import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend first)
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+matplotlib.use("Agg")  # before pyplot, which picks its backend on import
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
+
+from pipeline.report.fmt import sig
 
 MAX_BARS = 25
+SHOWN = MAX_BARS - 1  # bars drawn one per label when there are more; the last one is "N others"
 COLOR = "#3b6ea8"
+OTHERS = "#8c9bb0"
 ACCENT = "#d1495b"
 STYLE = {"svg.hashsalt": "tokenmill", "svg.fonttype": "none", "font.size": 9,
          "axes.spines.top": False, "axes.spines.right": False}
@@ -42,19 +46,28 @@ def _human(x: float, _pos: int = 0) -> str:
 
 
 def bars(labels: list[str], values: list[float], *, title: str, xlabel: str,
-         overall: float | None = None) -> str:
-    """Horizontal bar chart, first label on top, with an optional 'overall' line."""
-    if len(labels) > MAX_BARS:
-        title = f"{title}, first {MAX_BARS} of {len(labels)}"
-    labels, values = labels[:MAX_BARS], values[:MAX_BARS]
+         overall: float | None = None, others: float | None = None) -> str:
+    """Horizontal bar chart, first label on top, with an optional 'overall' line.
+
+    Past MAX_BARS labels, the first SHOWN are drawn and the rest become one last bar,
+    "N others", of value `others` (the caller knows how they combine: a sum, or a ratio of
+    sums); without it, their sum.
+    """
+    grouped = len(labels) > MAX_BARS
+    if grouped:
+        rest = len(labels) - SHOWN
+        title = f"{title}\n(first {SHOWN} of {len(labels)}; the other {rest} in one bar)"
+        others = sum(values[SHOWN:]) if others is None else others
+        labels, values = [*labels[:SHOWN], f"{rest} others"], [*values[:SHOWN], others]
     with plt.rc_context(STYLE):
         fig, ax = _figure(height=0.9 + 0.28 * max(len(labels), 1))
-        ax.barh(range(len(values)), values, color=COLOR)
+        colors = [COLOR] * (len(values) - grouped) + [OTHERS] * grouped
+        ax.barh(range(len(values)), values, color=colors)
         ax.set_yticks(range(len(labels)), [_short(s) for s in labels])
         ax.invert_yaxis()
         if overall is not None:
             ax.axvline(overall, color=ACCENT, linestyle="--")
-            ax.annotate(f"overall {overall:.3g}", xy=(overall, 1.0), xycoords=("data", "axes fraction"),
+            ax.annotate(f"overall {sig(overall)}", xy=(overall, 1.0), xycoords=("data", "axes fraction"),
                         ha="center", va="bottom", color=ACCENT)
         ax.xaxis.set_major_formatter(FuncFormatter(_human))
         ax.set_title(title, pad=16 if overall is not None else 6)

@@ -1,13 +1,13 @@
 """Turn the dask results, the ledger and the quarantine into the report's JSON-ready numbers.
 
 Bytes per token is input bytes over stored tokens. The token premium of a group is its
-tokens per byte over the whole dataset's: 1.25 means the tokenizer needs 25% more tokens
-for the same number of bytes there than on average.
+tokens per byte over the whole dataset's (the dataset's bytes per token over the group's):
+1.25 means the tokenizer needs 25% more tokens for the same number of bytes there than on
+average.
 """
 from __future__ import annotations
 
 import json
-import logging
 import re
 from typing import Any
 
@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from pipeline.dataset.read import Dataset
 from pipeline.dataset.records import DatasetIndex
+from pipeline.report.fmt import visible
 from pipeline.report.stats import bin_edges
-
-log = logging.getLogger(__name__)
+from pipeline.report.tokens import Vocabulary
 
 N_TOP_TOKENS = 20
 N_EXAMPLES = 3
@@ -94,37 +94,25 @@ def longest(res: dict) -> list[dict]:
     return [{k: _num(r[k]) for k in cols} for _, r in res["longest"].iterrows()]
 
 
-def vocab(res: dict, ds: Dataset) -> dict:
-    """Token use: the most frequent base ids (with their text) and the never-used share."""
+def vocab(res: dict, ds: Dataset, words: Vocabulary) -> dict:
+    """Token use: the most frequent base ids (text as stored, and shown with visible whitespace)
+    and the never-used share."""
     size = ds.base_vocab_size
     counts = res["counts"] if res else pd.Series([], dtype="int64")
     counts = counts[counts.index < size] if size else counts
     total = int(counts.sum())
     top = counts.sort_values(ascending=False, kind="stable").head(N_TOP_TOKENS)
-    texts = token_texts(ds, [int(i) for i in top.index])
     used = int((counts > 0).sum())
     return {"vocab_size": size or None, "n_used": used, "n_tokens": total,
             "unused_share": _ratio(size - used, size) if size else None,
-            "top": [{"id": int(i), "count": int(c), "share": _ratio(c, total), "text": texts.get(int(i))}
-                    for i, c in top.items()]}
+            "top": [_top_row(int(i), int(c), total, words) for i, c in top.items()]}
 
 
-def token_texts(ds: Dataset, ids: list[int]) -> dict[int, str]:
-    """Readable text of base token ids from the dataset's own tokenizer files, where it can."""
-    kind = ds.index.tokenizer.kind
-    if kind == "bytes":
-        return {i: repr(bytes([i]))[2:-1] for i in ids if i < 256}
-    files = [f for f in ds.index.tokenizer.files if f.endswith("tokenizer.json")]
-    if not files or not ids:
-        return {}
-    try:
-        from tokenizers import Tokenizer
-        with ds.fs.open(ds.path(files[0]), "r") as f:
-            tok = Tokenizer.from_str(f.read())
-        return {i: tok.decode([i], skip_special_tokens=False) for i in ids}
-    except Exception as err:  # a report without token texts beats no report
-        log.warning("cannot decode token texts with %s: %s", files[0], err)
-        return {}
+def _top_row(i: int, count: int, total: int, words: Vocabulary) -> dict:
+    text = words.text(i)
+    return {"id": i, "count": count, "share": _ratio(count, total), "special": i in words.special,
+            "text": None if text is None else text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+            "shown": None if text is None else text if i in words.special else visible(text)}
 
 
 def dynamic(res: dict) -> dict | None:

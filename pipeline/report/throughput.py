@@ -1,9 +1,14 @@
-"""Run speed from the ledger: runs, throughput over time, and per worker (host:pid).
+"""Run speed from the ledger and _run.json: runs, throughput over time, and per worker (host:pid).
 
-Ledger entries hold each unit's start and end, host and pid. Entries closer than RUN_GAP_S
-belong to one run, so a nightly output folder shows each night apart; the timeline and the
-per-worker figures describe the latest run. A unit's bytes and tokens are spread evenly over
-its own interval, which gives the rate over time without any per-sample timestamps.
+Three spans, each named where it is shown, because they differ by 10x on a small job:
+- the command: `tokenmill run` from its start to the index written (_run.json; planning,
+  Ray start-up, engine probe, units, index and cleanup; not the report, written after);
+- the units: first unit start to last unit commit (the CLI's "while units ran");
+- busy: the sum of unit times, per worker its own (MB/s while that worker was busy).
+The latest command's units are the ledger entries that started after it did; earlier ones are
+split into runs by idle gaps longer than RUN_GAP_S, so a nightly folder shows each night
+apart. A unit's bytes and tokens are spread evenly over its own interval, which gives the
+rate over time without any per-sample timestamps.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from pipeline.dataset.records import LedgerEntry
+from pipeline.dataset.records import LedgerEntry, RunState
 from pipeline.rates import rate
 
 RUN_GAP_S = 300.0
@@ -44,7 +49,7 @@ def split_runs(units: list[dict], gap_s: float = RUN_GAP_S) -> list[list[dict]]:
 
 
 def run_summary(units: list[dict]) -> dict:
-    """Totals and rates of one run; rates use the run's wall time."""
+    """Totals and rates of one run; rates are over its units' span (first start to last commit)."""
     start, end = min(u["start"] for u in units), max(u["end"] for u in units)
     wall = end - start
     sums = {k: sum(u[k] for u in units) for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")}
@@ -86,12 +91,38 @@ def timeline(units: list[dict], n_bins: int = N_TIME_BINS) -> list[dict]:
             for i in range(n_bins)]
 
 
-def throughput(ledger: list[LedgerEntry]) -> dict:
-    """All runs found in the ledger, and for the latest one its timeline and workers."""
+def split_at_command(units: list[dict], state: RunState | None) -> list[list[dict]]:
+    """Runs: the units before the latest command split by idle gaps, then the command's own units."""
+    if state is None:
+        return split_runs(units)
+    before = [u for u in units if u["start"] < state.started]
+    after = [u for u in units if u["start"] >= state.started]
+    return split_runs(before) + ([after] if after else [])
+
+
+def command(state: RunState | None, units: list[dict]) -> dict | None:
+    """The latest `tokenmill run` as _run.json records it, with the bytes of the units it ran.
+
+    A run still going, or killed, has no finish time: its seconds and rate are None.
+    """
+    if state is None:
+        return None
+    mine = [u for u in units if u["start"] >= state.started]
+    n_bytes = sum(u["n_bytes"] for u in mine)
+    seconds = None if state.finished is None else state.finished - state.started
+    return {"started": state.started, "finished": state.finished, "seconds": seconds, "state": state.state,
+            "units_total": state.units_total, "units_run": state.units_todo, "n_units_in_ledger": len(mine),
+            "n_bytes": n_bytes, "n_tokens": sum(u["n_tokens"] for u in mine),
+            "bytes_per_second": rate(n_bytes, seconds) if mine and seconds is not None else None}
+
+
+def throughput(ledger: list[LedgerEntry], state: RunState | None = None) -> dict:
+    """All runs found in the ledger, the latest command, and for the latest run its timeline and workers."""
     units = _units(ledger)
+    latest_command = command(state, units)
     if not units:
-        return {"n_units": 0, "runs": [], "latest": None}
-    runs = split_runs(units)
+        return {"n_units": 0, "runs": [], "latest": None, "command": latest_command}
+    runs = split_at_command(units, state)
     latest = runs[-1]
-    return {"n_units": len(units), "runs": [run_summary(r) for r in runs],
+    return {"n_units": len(units), "runs": [run_summary(r) for r in runs], "command": latest_command,
             "latest": {**run_summary(latest), "workers": workers(latest), "timeline": timeline(latest)}}

@@ -17,15 +17,15 @@ import tarfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from pipeline.dataset import layout
 from tests.tm_testing import STDLIB, frozen_garbage
@@ -47,9 +47,18 @@ class FixtureDataset:
     shards: list[dict] = field(default_factory=list)
 
 
-def build_corpus(root: Path, n_code: int = 24, n_docs: int = 6, code_dirs: tuple = CODE_DIRS) -> Path:
-    """Copy real files into root/corpus/{code,docs,bin}; returns the corpus folder."""
+def build_corpus(root: Path, n_code: int = 24, n_docs: int = 6, code_dirs: tuple = CODE_DIRS,
+                 packages: int = 0) -> Path:
+    """Copy real files into root/corpus/{code,docs,bin}; returns the corpus folder.
+
+    With `packages`, the code is the first two modules of that many stdlib packages, each in
+    its own top folder (corpus/<package>/), so grouping by folder gives that many groups.
+    """
     corpus = root / "corpus"
+    if packages:
+        for pkg in stdlib_packages(packages):
+            for src in sorted((STDLIB / pkg).glob("*.py"))[:2]:
+                _copy(src, corpus / src.relative_to(STDLIB))
     code = [p for d in code_dirs for p in sorted((STDLIB / d).glob("*.py"))]
     if n_code > len(code):
         code = sorted(p for p in STDLIB.rglob("*.py") if "site-packages" not in p.parts)
@@ -61,6 +70,14 @@ def build_corpus(root: Path, n_code: int = 24, n_docs: int = 6, code_dirs: tuple
     for exe in BINARIES:
         _copy(Path(exe), corpus / "bin" / Path(exe).name)
     return corpus
+
+
+def stdlib_packages(n: int) -> list[str]:
+    """The first n stdlib packages (by name) that hold at least two modules of their own."""
+    names = [p.name for p in sorted(STDLIB.iterdir()) if p.is_dir() and p.name.isidentifier()
+             and p.name not in ("site-packages", "test", "code") and len(list(p.glob("*.py"))) >= 2]
+    assert len(names) >= n, f"only {len(names)} stdlib packages"
+    return names[:n]
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -82,12 +99,13 @@ def train_tokenizer(corpus: Path, vocab_size: int = VOCAB) -> Tokenizer:
 
 def make_dataset(root: Path, *, n_code: int = 24, n_docs: int = 6, files_per_unit: int = 5,
                  formats: tuple = ("arrow",), dynamic_merges: int = 0, lines: bool = False,
-                 workers: int = 2) -> FixtureDataset:
+                 workers: int = 2, packages: int = 0) -> FixtureDataset:
     """Write OUT = root/out from real files; `lines` makes one sample per line with byte-range units.
 
     Units run in `workers` processes, so the ledger holds real per-worker times and pids.
+    The index records the dynamic stage (when merges are asked for) as a spec would resolve it.
     """
-    corpus = build_corpus(root, n_code=n_code, n_docs=n_docs)
+    corpus = build_corpus(root, n_code=n_code, n_docs=n_docs, packages=packages)
     tok = train_tokenizer(corpus)
     out = root / "out"
     for sub in ("shards", "_ledger", "tokenizer"):
@@ -102,7 +120,7 @@ def make_dataset(root: Path, *, n_code: int = 24, n_docs: int = 6, files_per_uni
             ds.samples += samples
             ds.errors += errors
             ds.shards.append(shard)
-    _write_index(ds, fingerprint, formats)
+    _write_index(ds, fingerprint, formats, dynamic_merges)
     return ds
 
 
@@ -273,13 +291,17 @@ def _write_ledger(out, uid, name, fingerprint, inputs, files, counts, started) -
     (out / "_ledger" / f"{uid}.json").write_text(json.dumps(entry))
 
 
-def _write_index(ds: FixtureDataset, fingerprint: str, formats: tuple) -> None:
+DYNAMIC_STAGE = {"kind": "dynamic", "min_count": 2, "scope": "shard", "batch_size": 256, "within_words": False}
+
+
+def _write_index(ds: FixtureDataset, fingerprint: str, formats: tuple, dynamic_merges: int = 0) -> None:
     shards = sorted(ds.shards, key=lambda s: s["first"])
     keys = ("n_samples", "n_tokens", "n_bytes", "n_errors")
+    stages = [{**DYNAMIC_STAGE, "max_merges": dynamic_merges}] if dynamic_merges else []
     index = {"format": "tokenmill.dataset", "version": 1, "name": "fixture", "spec_hash": "fixture",
              "modality": "code", "tokenizer": {"kind": "hf", "fingerprint": fingerprint, "vocab_size": VOCAB,
-                                               "eos_id": EOS, "files": ["tokenizer/tokenizer.json"]},
-             "token_dtype": "uint16", "formats": list(formats),
+                                               "eos_id": EOS, "engine": "hf", "files": ["tokenizer/tokenizer.json"]},
+             "token_dtype": "uint16", "formats": list(formats), "stages": stages,
              "shards": [{k: s[k] for k in ("name", "unit", "files", *keys)} for s in shards],
              "totals": {"n_shards": len(shards), **{k: sum(s[k] for s in shards) for k in keys}}}
     (ds.out / "dataset.json").write_text(json.dumps(index, indent=1))
