@@ -249,3 +249,10 @@ def test_epoch_steps_ends_each_epoch_after_that_many_global_batches(root: Path) 
     ds = _make(root, 1, 4, epoch_steps=5)(0)
     ds.load_state_dict(states[0])
     assert len(list(ds)) == 3 and len(list(ds)) == 5 and ds.epoch == 2  # the next epoch: 5 again
+
+
+def test_an_epoch_smaller_than_one_global_batch_is_an_error_not_an_empty_pass(root: Path) -> None:
+    n = len(_epochs(root)[0])
+    with pytest.raises(ValueError, match=f"has {n} windows, fewer than one global batch .* last_batch='pad'"):
+        next(iter(_make(root, 4, n // 4 + 1)(0)))
+    assert len(list(_make(root, 4, n // 4 + 1, last_batch="pad")(3))) == 1
