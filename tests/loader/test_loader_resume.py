@@ -140,3 +140,19 @@ def test_worker_restore_on_another_layout_is_refused_with_the_fix(root: Path) ->
     del resumed, first
     gc.collect()  # shut the failed worker down here (~5 s in torch), not in a later test's fork_safe
     assert re.search("layout that saved it.*ds.load_state_dict", message, re.S)
+
+
+def test_a_snapshot_every_n_steps_resumes_at_the_batch_after_the_last_one_taken(root: Path) -> None:
+    def make(world_size: int, rank: int, batch_size: int) -> TokenDataset:
+        return TokenDataset(str(root), 48, seed=2, rank=rank, world_size=world_size, batch_size=batch_size)
+    single = list(TokenDataset(str(root), 48, seed=2))
+    loader = StatefulDataLoader(make(2, 0, 3), batch_size=None, num_workers=2, snapshot_every_n_steps=4)
+    it = iter(loader)
+    list(itertools.islice(it, 6))  # snapshot at step 4, then 2 batches more
+    state = loader.state_dict()
+    del it, loader
+    assert state["_steps_since_snapshot"] == 2
+    resumed = make(1, 0, 5)
+    resumed.load_state_dict(state)
+    got = [row for b in itertools.islice(iter(resumed), 3) for row in b["input_ids"]]
+    assert len(got) == 15 and all(torch.equal(a, b["input_ids"]) for a, b in zip(got, single[36:51]))
