@@ -217,7 +217,7 @@ def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokeniz
         return previous.tokenizer.engine or tokenizer.engine, {"reason": "nothing to run; index unchanged"}
     if spec.source.modality not in TEXT_MODALITIES:
         return tokenizer.engine, {}
-    if spec.tokenizer.engine != "auto":
+    if getattr(spec.tokenizer, "engine", None) != "auto":  # asked for one, or a kind with a single engine
         return select_engine(spec, todo)
     versions = engine_versions()
     try:
