@@ -65,10 +65,10 @@ def _stats(ds: Dataset, out_dir: str, group_by: str, began: float | None = None)
 
 
 def _timing(seconds: float, th: dict) -> dict:
-    """The statistics' own time beside the latest run's: the whole command's, else its units' span."""
-    command, latest = th.get("command"), th.get("latest")
-    if command and command["seconds"] is not None:
-        span, run = "command", command["seconds"]
+    """The statistics' own time beside the latest run's: spec to index (_run.json), else its units' span."""
+    state, latest = th.get("run_state"), th.get("latest")
+    if state and state["seconds"] is not None:
+        span, run = "run", state["seconds"]
     else:
         span, run = ("units", latest["seconds"]) if latest else (None, None)
     return {"seconds": seconds, "run_seconds": run, "run_span": span,

@@ -3,7 +3,8 @@
 A count (samples, tokens, bytes, units) is an int and prints whole with separators; every
 measure (seconds, rates, ratios, shares, sizes) prints with 3 significant digits, trailing
 zeros kept, so "24.9 MB/s", "2.10" and "0.500%" line up in one column; from 1,000 up a
-measure prints whole ("15,006 tokens/s"), as the CLI prints it. Token text is shown
+measure prints whole ("15,006 tokens/s"). `sig` and `plural` are pipeline.humanize's, which
+the CLI prints with, so a figure both show reads the same in both. Token text is shown
 with whitespace and control characters made visible: a space is ␣, a newline \\n, a byte that
 is not valid UTF-8 or a control character <0xNN>. The space mark is U+2423 (␣), not U+2420
 (␠): DejaVu and Liberation, the fonts a Debian desktop draws with, have no ␠, so it showed as
@@ -11,27 +12,18 @@ the very empty box it was meant to replace.
 """
 from __future__ import annotations
 
-import math
 import time
 import unicodedata
 from typing import Any
 
-DIGITS = 3
+from pipeline.humanize import plural, sig3
+
+__all__ = ["mb_s", "num", "pct", "plural", "seconds", "sig", "size", "visible", "when"]
+
+sig = sig3  # the CLI's own rule, so a number both print reads the same
+
 ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣", "\\": "\\\\"}
 HIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"}  # categories a browser draws as nothing or a box
-
-
-def sig(value: float, digits: int = DIGITS) -> str:
-    """A float with `digits` significant digits, thousands separators and no exponent."""
-    if value == 0 or not math.isfinite(value):
-        return "0" if value == 0 else str(value)
-    if abs(value) >= 10 ** digits - 0.5:
-        return f"{round(value):,}"
-    rounded = round(value, digits - 1 - math.floor(math.log10(abs(value))))
-    if rounded == 0:
-        return "0"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
-    return f"{rounded:,.{decimals}f}"
 
 
 def num(value: Any) -> str:
@@ -77,11 +69,6 @@ def seconds(s: Any) -> str:
 def when(t: float | None) -> str:
     """A unix time as UTC date and time."""
     return "–" if t is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """'1 shard', '2 shards', '1,234 samples'; `many` for irregular plurals."""
-    return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
 def visible(text: str) -> str:

@@ -12,8 +12,8 @@ from pipeline.report import plots, sections
 from pipeline.report.fmt import mb_s, num, pct, plural, seconds, size, when
 from pipeline.report.markup import CSS, code, esc, img, note, side_by_side, table
 
-UNITS_WAIT = ("the command's own time also holds planning, Ray start-up, the engine probe, writing the "
-              "index and cleanup, which on a small job can be most of it")
+UNITS_WAIT = ("the run's time also holds planning, Ray start-up, the engine probe, writing the index and "
+              "cleanup, which on a small job can be most of it")
 
 
 def header(s: dict) -> str:
@@ -54,21 +54,29 @@ def alerts(s: dict) -> str:
 
 
 def speed(s: dict) -> str:
-    """The latest command and its units, every run in the ledger, throughput over time and per worker."""
+    """The latest run and its units, every run in the ledger, throughput over time and per worker."""
     th = s["throughput"]
-    latest, command = th["latest"], th.get("command")
+    latest, state = th["latest"], th.get("run_state")
     if not latest:
-        return "<h2>Run speed</h2>" + (_command(command, None) if command else "<p>The ledger holds no timings.</p>")
+        return "<h2>Run speed</h2>" + (_latest_run(state, None) if state else "<p>The ledger holds no timings.</p>")
     runs = table(["run started", "units", "workers", "units ran (s)", "busy (s, all workers)",
                   "input MB/s while units ran", "tokens/s while units ran"],
                  ([when(r["started"]), num(r["n_units"]), num(r["n_workers"]), num(r["seconds"]),
                    num(r["busy_seconds"]), mb_s(r["bytes_per_second"]), num(r["tokens_per_second"])]
                   for r in th["runs"]), numeric={1, 2, 3, 4, 5, 6})
-    tl = latest["timeline"]
+    return ("<h2>Run speed</h2>" + _latest_run(state, latest) + runs
+            + note("One row per run found in the ledger (the latest run's units are its own; earlier units more "
+                   "than 5 minutes apart are two runs). <i>Units ran</i>: first unit start to last unit commit; "
+                   "<i>busy</i>: the units' own seconds added up over all workers. MB/s are decimal megabytes of "
+                   "input, as the CLI prints them.")
+            + _over_time_and_workers(latest))
+
+
+def _over_time_and_workers(latest: dict) -> str:
+    tl, ws = latest["timeline"], latest["workers"]
     plot = plots.series([p["t"] for p in tl], {"input MB/s": [p["bytes_per_second"] / 1e6 for p in tl]},
-                        title="Throughput while the latest run's units ran", xlabel="seconds since the first unit started",
-                        ylabel="input MB/s")
-    ws = latest["workers"]
+                        title="Throughput while the latest run's units ran",
+                        xlabel="seconds since the first unit started", ylabel="input MB/s")
     rest = ws[plots.SHOWN:]
     busy = sum(w["busy_seconds"] for w in rest)
     wplot = plots.bars([w["worker"] for w in ws], [(w["bytes_per_second"] or 0) / 1e6 for w in ws],
@@ -77,48 +85,46 @@ def speed(s: dict) -> str:
     wtable = table(["worker", "units", "busy (s)", "input bytes", "tokens", "input MB/s while busy"],
                    ([w["worker"], num(w["n_units"]), num(w["busy_seconds"]), size(w["n_bytes"]), num(w["n_tokens"]),
                      mb_s(w["bytes_per_second"])] for w in ws), numeric={1, 2, 3, 4, 5})
-    return ("<h2>Run speed</h2>" + _command(command, latest) + runs
-            + note("One row per run found in the ledger (units more than 5 minutes apart are two runs; the latest "
-                   "command's units are its own run). <i>Units ran</i>: first unit start to last unit commit; "
-                   "<i>busy</i>: the units' own seconds added up over all workers. MB/s are decimal megabytes of "
-                   "input, as the CLI prints them.")
-            + side_by_side(img(plot, "throughput over time") if tl else "", img(wplot, "throughput per worker"))
-            + wtable)
+    return side_by_side(img(plot, "throughput over time") if tl else "", img(wplot, "throughput per worker")) + wtable
 
 
-def _command(command: dict | None, latest: dict | None) -> str:
-    """What the latest `tokenmill run` took, in the CLI's two figures, and which units the rest describe."""
-    if not command:
+def _latest_run(state: dict | None, latest: dict | None) -> str:
+    """What the latest `tokenmill run` took, in the CLI's figures and words, and which units the rest describe."""
+    if not state:
         return (f"<p>No <code>_run.json</code>: the figures below are the ledger's, of units only "
                 f"({UNITS_WAIT}).</p>" if latest else "")
-    if command["seconds"] is None:
-        return (f"<p>The latest <code>tokenmill run</code>, started {when(command['started'])}, has not finished: "
-                "it is still running, or it was stopped. The figures below are of the units committed so far.</p>")
-    said = [(f"The latest <code>tokenmill run</code>, started {when(command['started'])}, took "
-            f"<b>{seconds(command['seconds'])}</b> from start to index written ({esc(command['state'])}): "
-            "planning, Ray start-up, the engine probe, the units, the index and cleanup; the report was written "
-            "after it and is not included (its time is at the end of this page).")]
-    if latest is None or command["n_units_in_ledger"] == 0:
-        said.append(f"It had nothing to do: all {plural(command['units_total'], 'unit')} were already committed. "
+    started = when(state["started"])
+    if state["seconds"] is None:
+        return (f"<p>The latest <code>tokenmill run</code>, started {started}, has not finished: it is still "
+                "running, or it was stopped. The figures below are of the units committed so far.</p>")
+    said = [(f"The latest <code>tokenmill run</code>, started {started}, took <b>{seconds(state['seconds'])}</b> "
+             f"from spec to {_end(state['state'])}: planning, Ray start-up, the engine probe, the units, the index "
+             "and cleanup (the CLI's \"over the run's ... s\"). The report was written after it: the CLI's "
+             "\"total ... for the whole command\" adds the report's time, given at the end of this page.")]
+    if latest is None or state["n_units_in_ledger"] == 0:
+        said.append(f"It had nothing to do: all {plural(state['units_total'], 'unit')} were already committed. "
                     "The figures below are of the last run that committed units.")
     else:
-        said.append(f"Over that whole time it read <b>{mb_s(command['bytes_per_second'])} MB/s</b> of input, "
-                    f"the CLI's \"over the whole run\"; while its {plural(latest['n_units'], 'unit')} ran, "
-                    f"{seconds(latest['seconds'])} from the first start to the last commit, it read "
-                    f"<b>{mb_s(latest['bytes_per_second'])} MB/s</b>, the CLI's \"while units ran\". "
-                    f"The two differ because {UNITS_WAIT}.")
+        said.append(f"Over the run it read <b>{mb_s(state['bytes_per_second'])} MB/s</b> of input; while its "
+                    f"{plural(latest['n_units'], 'unit')} ran, {seconds(latest['seconds'])} from the first start "
+                    f"to the last commit, it read <b>{mb_s(latest['bytes_per_second'])} MB/s</b>, the CLI's "
+                    f"\"while units ran\". The two differ because {UNITS_WAIT}.")
     return "<p>" + " ".join(said) + "</p>"
 
 
+def _end(state: str) -> str:
+    return "index written" if state == "finished" else f"its end (<b>{esc(state)}</b>; the units it committed stay)"
+
+
 def footer(s: dict, drawn_s: float | None = None) -> str:
-    """How long the report took, beside the latest run's own time (the command's when known)."""
+    """How long the report took, beside the latest run's own time (spec to index, when _run.json has it)."""
     r = s["report"]
     spent = r["seconds"] if drawn_s is None else drawn_s
     what = ("statistics (dask)" if drawn_s is None else
             f"reading the folder, the statistics ({seconds(r['seconds'])}, dask) and drawing the page")
     if not r.get("run_seconds"):
         return f'<p class="sub">This report took {seconds(spent)}: {what}.</p>'
-    run = ("the latest <code>tokenmill run</code> took" if r["run_span"] == "command"
+    run = ("the latest <code>tokenmill run</code> took" if r["run_span"] == "run"
            else "the latest run's units ran for")
     return (f'<p class="sub">This report took {seconds(spent)}: {what}. Before it, {run} '
             f"{seconds(r['run_seconds'])}; the report adds {pct(spent / r['run_seconds'])} to that.</p>")

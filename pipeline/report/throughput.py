@@ -1,11 +1,13 @@
 """Run speed from the ledger and _run.json: runs, throughput over time, and per worker (host:pid).
 
-Three spans, each named where it is shown, because they differ by 10x on a small job:
-- the command: `tokenmill run` from its start to the index written (_run.json; planning,
-  Ray start-up, engine probe, units, index and cleanup; not the report, written after);
+Three spans, each named where it is shown, because they differ by 10x on a small job, in
+the CLI's words:
+- the run: `tokenmill run` from spec to index written (_run.json; planning, Ray start-up,
+  engine probe, units, index and cleanup; not the report, written after it: the CLI's
+  "total ... for the whole command" adds that);
 - the units: first unit start to last unit commit (the CLI's "while units ran");
 - busy: the sum of unit times, per worker its own (MB/s while that worker was busy).
-The latest command's units are the ledger entries that started after it did; earlier ones are
+The latest run's units are the ledger entries that started after it did; earlier ones are
 split into runs by idle gaps longer than RUN_GAP_S, so a nightly folder shows each night
 apart. A unit's bytes and tokens are spread evenly over its own interval, which gives the
 rate over time without any per-sample timestamps.
@@ -91,8 +93,8 @@ def timeline(units: list[dict], n_bins: int = N_TIME_BINS) -> list[dict]:
             for i in range(n_bins)]
 
 
-def split_at_command(units: list[dict], state: RunState | None) -> list[list[dict]]:
-    """Runs: the units before the latest command split by idle gaps, then the command's own units."""
+def split_at_run_start(units: list[dict], state: RunState | None) -> list[list[dict]]:
+    """Runs: the units before the latest run started split by idle gaps, then that run's own units."""
     if state is None:
         return split_runs(units)
     before = [u for u in units if u["start"] < state.started]
@@ -100,7 +102,7 @@ def split_at_command(units: list[dict], state: RunState | None) -> list[list[dic
     return split_runs(before) + ([after] if after else [])
 
 
-def command(state: RunState | None, units: list[dict]) -> dict | None:
+def latest_run(state: RunState | None, units: list[dict]) -> dict | None:
     """The latest `tokenmill run` as _run.json records it, with the bytes of the units it ran.
 
     A run still going, or killed, has no finish time: its seconds and rate are None.
@@ -117,12 +119,13 @@ def command(state: RunState | None, units: list[dict]) -> dict | None:
 
 
 def throughput(ledger: list[LedgerEntry], state: RunState | None = None) -> dict:
-    """All runs found in the ledger, the latest command, and for the latest run its timeline and workers."""
+    """All runs found in the ledger, the latest run as _run.json has it, and for the latest run
+    with units its timeline and workers."""
     units = _units(ledger)
-    latest_command = command(state, units)
+    run_state = latest_run(state, units)
     if not units:
-        return {"n_units": 0, "runs": [], "latest": None, "command": latest_command}
-    runs = split_at_command(units, state)
+        return {"n_units": 0, "runs": [], "latest": None, "run_state": run_state}
+    runs = split_at_run_start(units, state)
     latest = runs[-1]
-    return {"n_units": len(units), "runs": [run_summary(r) for r in runs], "command": latest_command,
+    return {"n_units": len(units), "runs": [run_summary(r) for r in runs], "run_state": run_state,
             "latest": {**run_summary(latest), "workers": workers(latest), "timeline": timeline(latest)}}

@@ -33,7 +33,7 @@ def run(tmp_path_factory, ray_address):
     assert done.returncode in (0, 3), done.stderr[-3000:]  # 3: a unit of empty __init__ files only
     out = root / "out"
     assert (out / "report.html").is_file(), done.stdout
-    return out, json.loads((root / "summary.json").read_text()), parse(str(out / "report.html"))
+    return out, json.loads((root / "summary.json").read_text()), parse(str(out / "report.html")), done.stdout
 
 
 def _figure(text: str, pattern: str) -> float:
@@ -43,24 +43,29 @@ def _figure(text: str, pattern: str) -> float:
 
 
 def test_speeds_are_the_runs_own(run):
-    out, summary, page = run
+    out, summary, page, stdout = run
     state = json.loads((out / "_run.json").read_text())
     text = page.section("Run speed")
-    assert f"took {seconds(state['finished'] - state['started'])} from start to index written" in text
+    assert f"took {seconds(state['finished'] - state['started'])} from spec to index written" in text
     assert summary["seconds"] == pytest.approx(state["finished"] - state["started"], abs=0.006)
     totals = summary["run_totals"]
-    whole = _figure(text, r"read ([\d.,]+) MB/s of input, the CLI's \"over the whole run\"")
+    whole = _figure(text, r"Over the run it read ([\d.,]+) MB/s of input")
     units = _figure(text, r"it read ([\d.,]+) MB/s, the CLI's \"while units ran\"")
     # the summary rounds MB/s to 3 decimals; the report keeps 3 significant digits
     assert whole == pytest.approx(totals["mb_s"], rel=0.01, abs=0.0006)
     assert units == pytest.approx(totals["steady_mb_s"], rel=0.01, abs=0.0006)
-    assert units > whole  # the command's time holds Ray start-up and planning
+    assert units > whole  # the run's time holds Ray start-up and planning
+    printed = re.search(r"speed: ([\d.,]+) MB/s while units ran .*; ([\d.,]+) MB/s over the run's ([\d.,]+) s", stdout)
+    assert printed, stdout  # and the same figures as the CLI printed them
+    cli_units, cli_whole, cli_seconds = (float(g.replace(",", "")) for g in printed.groups())
+    assert (units, whole) == (pytest.approx(cli_units, rel=0.01, abs=0.0006), pytest.approx(cli_whole, rel=0.01, abs=0.0006))
+    assert _figure(text, r"took ([\d.,]+) s from spec to index") == pytest.approx(cli_seconds, rel=0.01)
     assert f"while its {summary['units_run']} units ran" in text
     assert too_precise(" ".join(page.prose)) == [] and wrong_plurals(" ".join(page.prose)) == []
 
 
 def test_spec_section_is_the_runs_index(run):
-    out, summary, page = run
+    out, summary, page, _ = run
     index = json.loads((out / "dataset.json").read_text())
     tok = index["tokenizer"]
     assert page.facts["kind"] == "hf" and page.facts["engine"] == tok["engine"] == summary["engine"]

@@ -1,4 +1,4 @@
-"""Run speed: each figure says what it covers, and the latest command's figures are the CLI's."""
+"""Run speed: each figure says what it covers, and the latest run's figures are the CLI's."""
 from __future__ import annotations
 
 import json
@@ -38,20 +38,21 @@ def copy_with_state(plain, tmp_path, shift: dict[int, float] | None = None, **st
     return out, entries, RunState(**fields)
 
 
-def test_the_command_and_its_units_are_the_clis_two_figures(plain, tmp_path):
+def test_the_run_and_its_units_are_the_clis_two_figures(plain, tmp_path):
     out, entries, state = copy_with_state(plain, tmp_path)
     n_bytes = sum(e.n_bytes for e in entries)
     whole, span = state.finished - state.started, busy_span(entries)
     page = parse(write_report(str(out)))
     text = page.section("Run speed")
-    assert f"took {seconds(whole)} from start to index written" in text
-    assert f'{mb_s(n_bytes / whole)} MB/s of input, the CLI\'s "over the whole run"' in text
+    assert f"took {seconds(whole)} from spec to index written" in text
+    assert 'the CLI\'s "over the run\'s ... s"' in text and '"total ... for the whole command" adds' in text
+    assert f"Over the run it read {mb_s(n_bytes / whole)} MB/s of input" in text
     assert f"ran, {seconds(span)} from the first start to the last commit" in text
     assert f'{mb_s(n_bytes / span)} MB/s, the CLI\'s "while units ran"' in text
-    assert "planning, Ray start-up" in text and "the report was written after it and is not included" in text
+    assert "planning, Ray start-up" in text
     assert f"Before it, the latest tokenmill run took {seconds(whole)}; the report adds" in text
     th = compute_stats(str(out))["throughput"]
-    assert th["command"]["seconds"] == pytest.approx(whole) and th["command"]["n_bytes"] == n_bytes
+    assert th["run_state"]["seconds"] == pytest.approx(whole) and th["run_state"]["n_bytes"] == n_bytes
     assert th["latest"]["seconds"] == pytest.approx(span) and th["latest"]["n_units"] == len(entries)
     assert too_precise(" ".join(page.prose)) == []
 
@@ -61,7 +62,7 @@ def test_a_run_with_nothing_to_do_says_so(plain, tmp_path):
     out, entries, _ = copy_with_state(plain, tmp_path, started=later, finished=later + 0.8, units_todo=0)
     page = parse(write_report(str(out)))
     text = page.section("Run speed")
-    assert f"took {seconds(0.8)} from start to index written" in text
+    assert f"took {seconds(0.8)} from spec to index written" in text
     assert f"It had nothing to do: all {len(entries)} units were already committed" in text
     assert "MB/s of input" not in text  # no rate over a run that read nothing
     runs = page.table("run started")[1:]
@@ -103,3 +104,10 @@ def test_a_run_that_has_not_finished_is_named_as_such(plain, tmp_path):
     assert "has not finished: it is still running, or it was stopped" in text
     assert "the latest run's units ran for" in text  # the footer falls back to the units' span
     assert compute_stats(str(out))["throughput"]["latest"]["n_units"] == len(entries)
+
+
+def test_a_failed_run_says_it_failed(plain, tmp_path):
+    out, _, state = copy_with_state(plain, tmp_path, state="failed", error="unit u-1 failed")
+    text = parse(write_report(str(out))).section("Run speed")
+    assert f"took {seconds(state.finished - state.started)} from spec to its end (failed; the units it " \
+           "committed stay)" in text
