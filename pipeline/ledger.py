@@ -112,8 +112,8 @@ class Ledger:
         return removed
 
     def remove_orphans(self, entries: dict[str, LedgerEntry]) -> list[str]:
-        """Delete tokenmill shard files (and their temporaries) no live entry names; foreign files stay."""
-        named = {info.path for e in entries.values() for info in e.files.values()}
+        """Delete tokenmill shard files (a tar's .tar.idx with its tar, and temporaries) no live entry names; foreign files stay."""
+        named = {p for e in entries.values() for info in e.files.values() for p in (info.path, *layout.derived_files(info.path))}
         orphans = []
         for name, info in self.storage.list_detail(layout.SHARD_DIR).items():
             rel = f"{layout.SHARD_DIR}/{name}"

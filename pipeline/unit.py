@@ -27,7 +27,7 @@ from pipeline.dataset.records import LedgerEntry, quarantine_table
 from pipeline.ledger import Ledger
 from pipeline.plan import WorkUnit
 from pipeline.shard import build_table, public_columns, token_dtype
-from pipeline.sinks import writer_for
+from pipeline.sinks import files_for
 from pipeline.sources import RawRecord, reader_for
 from pipeline.sources.inputs import StorageIOError, is_transient
 from pipeline.sources.listing import printable
@@ -204,14 +204,16 @@ class UnitProcessor:
         return batch
 
     def write_shards(self, unit: WorkUnit, table: pa.Table) -> dict[str, dict[str, Any]]:
-        """Each format's file, written atomically; returns path, size and sha256 per format."""
+        """Each format's file, then the files derived from it (a tar's .tar.idx), written atomically;
+        returns path, size and sha256 of the shard file per format."""
         files = {}
         public = public_columns(table)
         for fmt in self.spec.sink.formats:
-            ext, to_bytes = writer_for(fmt)
-            data = to_bytes(table if fmt == "webdataset" else public)  # the tar may carry the source member
+            written = files_for(fmt)(table if fmt == "webdataset" else public, unit.shard_name)  # the tar may carry the source member
+            for rel, data in written.items():
+                self.storage.write_atomic(rel, data)
             path = layout.shard_file(unit.shard_name, fmt)
-            self.storage.write_atomic(path, data)
+            data = written[path]
             files[fmt] = {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         return files
 

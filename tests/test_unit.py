@@ -38,9 +38,12 @@ def test_unit_commits_shards_then_ledger_and_keeps_sources(tmp_path):
     assert not [c for c in arrow.column_names if c.startswith("_")]
     with tarfile.open(tmp_path / "out" / entry.files["webdataset"].path) as tar:
         names = tar.getnames()
-        meta = json.loads(tar.extractfile(names[0]).read())
-        original = tar.extractfile(names[2]).read()
-    assert names[:3] == ["s00000000.json", "s00000000.tokens.npy", "s00000000.py"]
+        shard_meta = json.loads(tar.extractfile(names[0]).read())
+        meta = json.loads(tar.extractfile(names[1]).read())
+        original = tar.extractfile(names[3]).read()
+    key = f"{entry.shard.removeprefix('part-')}-s00000000"  # unique across the dataset (energon requires it)
+    assert names[:4] == ["__meta__", f"{key}.json", f"{key}.tokens.npy", f"{key}.py"]
+    assert shard_meta == {k.decode(): v.decode() for k, v in arrow.schema.metadata.items()}
     assert original == open(meta["id"], "rb").read()
 
 

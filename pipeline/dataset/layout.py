@@ -3,7 +3,9 @@
 Anything read back from the folder is untrusted: a path in a record is accepted only when
 it is one of the names below (no `..`, no absolute path, no other folder). Cleanup deletes
 only names that match these patterns, so a foreign file or folder (a NOTES.txt, the
-`.idx` files and `.nv-meta/` of Megatron-Energon's `energon prepare`) is never touched.
+`index.sqlite` that `energon prepare --tar-index-only` adds to `.nv-meta/`) is never touched.
+tokenmill writes Megatron-Energon's metadata itself: `shards/<shard>.tar.idx` beside each tar
+(a file derived from it, deleted with it) and `.nv-meta/{.info.json,split.yaml,dataset.yaml}`.
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ RUN_STATE = "_run.json"
 LOCK = "_lock"
 REPORT = "report.html"
 WRITE_TEST = ".write-test"
+ENERGON_DIR = ".nv-meta"  # Megatron-Energon's metadata folder (pipeline.sinks.energon)
+ENERGON_FILES = (".info.json", "split.yaml", "dataset.yaml")
 ENGINE_CHOICE = "_engine.json"  # the engine probe's verdict, reused while tokenizer and engines are the same
-ROOT_NAMES = (INDEX, LEDGER_DIR, SHARD_DIR, ERROR_DIR, TOKENIZER_DIR, RUN_STATE, LOCK, REPORT, WRITE_TEST,
+ROOT_NAMES = (INDEX, LEDGER_DIR, SHARD_DIR, ERROR_DIR, TOKENIZER_DIR, RUN_STATE, LOCK, REPORT, WRITE_TEST, ENERGON_DIR,
               ENGINE_CHOICE)
 
 INDEX_FORMAT = "tokenmill.dataset"
@@ -33,6 +37,8 @@ META_TOKENIZER = f"{META_PREFIX}tokenizer_fingerprint"
 META_SPEC_HASH = f"{META_PREFIX}spec_hash"
 META_BASE_VOCAB = f"{META_PREFIX}base_vocab_size"
 META_DYNAMIC = f"{META_PREFIX}dynamic_vocab"
+TAR_META_MEMBER = "__meta__"  # a tar's first member: its shard's metadata above but META_DYNAMIC, as JSON
+TAR_VOCAB_MEMBER = "__vocab__"  # next, with the dynamic stage: META_DYNAMIC's value, byte for byte
 
 FORMATS = ("arrow", "parquet", "webdataset")
 SHARD_EXTENSIONS = {"arrow": ".arrow", "parquet": ".parquet", "webdataset": ".tar"}
@@ -41,6 +47,7 @@ TMP_MARK = ".tmp-"  # `<final name>.tmp-<32 hex>` while a file is written (stora
 UNIT_ID = re.compile(r"u-[0-9a-f]{20}")
 SHARD_NAME = re.compile(r"part-[0-9a-f]{16}")
 SHARD_FILE = re.compile(r"(part-[0-9a-f]{16})\.(arrow|parquet|tar)")
+TAR_INDEX_FILE = re.compile(r"(part-[0-9a-f]{16})\.tar\.idx")  # derived from the tar: energon's sample offsets
 TEMPORARY = re.compile(r"(.+)\.tmp-[0-9a-f]{32}")
 TOKENIZER_FILE = re.compile(r"[^/\\\x00]+")  # one path component: the tokenizer file's own name
 
@@ -56,6 +63,15 @@ def shard_name(unit_id: str, fingerprint: str) -> str:
 
 def shard_file(shard: str, fmt: str) -> str:
     return f"{SHARD_DIR}/{shard}{SHARD_EXTENSIONS[fmt]}"
+
+
+def derived_files(path: str) -> tuple[str, ...]:
+    """Files written with a shard file and derived from it: a tar's `.tar.idx`."""
+    return (f"{path}.idx",) if path.endswith(".tar") else ()
+
+
+def energon_file(name: str) -> str:
+    return f"{ENERGON_DIR}/{name}"
 
 
 def ledger_file(unit_id: str) -> str:
@@ -102,9 +118,10 @@ def check_tokenizer_path(path: str) -> str:
 
 
 def owned_shard_file(name: str) -> bool:
-    """Whether a name in shards/ is a tokenmill shard file or one of its temporaries."""
+    """Whether a name in shards/ is a tokenmill shard file, a tar's index, or one of their temporaries."""
     tmp = TEMPORARY.fullmatch(name)
-    return bool(SHARD_FILE.fullmatch(tmp.group(1) if tmp else name))
+    base = tmp.group(1) if tmp else name
+    return bool(SHARD_FILE.fullmatch(base) or TAR_INDEX_FILE.fullmatch(base))
 
 
 def owned_ledger_file(name: str) -> bool:
@@ -124,4 +141,11 @@ def owned_root_name(name: str) -> bool:
     return (tmp.group(1) if tmp else name) in ROOT_NAMES
 
 
-OWNED_IN = {SHARD_DIR: owned_shard_file, LEDGER_DIR: owned_ledger_file, ERROR_DIR: owned_errors_file}
+def owned_energon_file(name: str) -> bool:
+    """Whether a name in .nv-meta/ is one tokenmill writes (energon's index.sqlite and index.uuid are not)."""
+    tmp = TEMPORARY.fullmatch(name)
+    return (tmp.group(1) if tmp else name) in ENERGON_FILES
+
+
+OWNED_IN = {SHARD_DIR: owned_shard_file, LEDGER_DIR: owned_ledger_file, ERROR_DIR: owned_errors_file,
+            ENERGON_DIR: owned_energon_file}

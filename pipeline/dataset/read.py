@@ -250,13 +250,19 @@ def _select(table: pa.Table, columns: list[str] | None) -> pa.Table:
 
 
 def read_tar(fileobj: Any, columns: list[str]) -> pa.Table:
-    """Rows of a WebDataset shard: <key>.json carries the fields, <key>.tokens.npy the tokens."""
+    """Rows of a WebDataset shard: <key>.json carries the fields, <key>.tokens.npy the tokens;
+    `__meta__` and `__vocab__` become the table's metadata, as in an Arrow shard."""
     rows: dict[str, dict] = {}
+    metadata: dict[str, str | bytes] = {}
     with tarfile.open(fileobj=fileobj, mode="r|") as tar:
         for member in tar:
             key, _, ext = member.name.partition(".")
             data = tar.extractfile(member).read() if member.isfile() else b""
-            if ext == "json":
+            if member.name == layout.TAR_META_MEMBER:
+                metadata.update(json.loads(data))
+            elif member.name == layout.TAR_VOCAB_MEMBER:
+                metadata[layout.META_DYNAMIC] = data
+            elif ext == "json":
                 rows.setdefault(key, {}).update(json.loads(data))
             elif ext == "tokens.npy":
                 rows.setdefault(key, {})["tokens"] = np.load(io.BytesIO(data), allow_pickle=False)
@@ -267,7 +273,7 @@ def read_tar(fileobj: Any, columns: list[str]) -> pa.Table:
         if col == "meta":
             values = [json.dumps(v if v is not None else {}) for v in values]
         out[col] = pa.array(values) if col != "tokens" else _list_array(values)
-    return pa.table(out)
+    return pa.table(out, metadata=metadata or None)
 
 
 def _list_array(arrays: list[np.ndarray]) -> pa.Array:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.dataset import layout
+
 _BATCH_ROWS = 8192  # record batches of a few thousand rows keep readers' memory bounded
 
 
@@ -21,3 +23,11 @@ def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", row_group_size=_BATCH_ROWS)
     return sink.getvalue().to_pybytes()
+
+
+def arrow_files(table: pa.Table, shard: str) -> dict[str, bytes]:
+    return {layout.shard_file(shard, "arrow"): ipc_bytes(table)}
+
+
+def parquet_files(table: pa.Table, shard: str) -> dict[str, bytes]:
+    return {layout.shard_file(shard, "parquet"): parquet_bytes(table)}

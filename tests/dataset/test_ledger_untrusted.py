@@ -101,7 +101,7 @@ def test_entry_under_another_units_file_name_is_refused(committed: Committed) ->
 
 def test_foreign_files_and_folders_stay_and_are_listed(committed: Committed) -> None:
     shards = committed.out / "shards"
-    foreign = {"shards/NOTES.txt": b"mine", f"shards/{committed.units[0].shard_name}.tar.idx": b"energon",
+    foreign = {"shards/NOTES.txt": b"mine", f"shards/{committed.units[0].shard_name}.idx": b"energon",
                "shards/.nv-meta/dataset.yaml": b"sample_type: x", "_ledger/README": b"hands off",
                "notes.md": b"# mine", "_errors/keep.csv": b"a,b"}
     for rel, data in foreign.items():
@@ -116,7 +116,7 @@ def test_foreign_files_and_folders_stay_and_are_listed(committed: Committed) -> 
     for rel, data in foreign.items():
         assert (committed.out / rel).read_bytes() == data, rel
     listed = DatasetFolder(str(committed.out)).foreign()
-    assert listed == sorted(["notes.md", "shards/NOTES.txt", f"shards/{committed.units[0].shard_name}.tar.idx",
+    assert listed == sorted(["notes.md", "shards/NOTES.txt", f"shards/{committed.units[0].shard_name}.idx",
                              "shards/.nv-meta", "_ledger/README", "_errors/keep.csv"])
 
 

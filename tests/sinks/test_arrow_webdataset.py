@@ -9,6 +9,8 @@ import webdataset as wds
 from pipeline.shard import build_table
 from pipeline.sinks.arrow import ipc_bytes, parquet_bytes
 from pipeline.sinks.webdataset import tar_bytes
+
+SHARD = "part-0123456789abcdef"
 from pipeline.tokenizers.base import TokenBatch
 
 
@@ -39,9 +41,9 @@ def test_uint32_when_ids_do_not_fit():
 def test_webdataset_tar_read_by_webdataset_package(tmp_path):
     table, docs = sample_table()
     path = tmp_path / "s.tar"
-    path.write_bytes(tar_bytes(table))
+    path.write_bytes(tar_bytes(table, SHARD)[0])
     samples = list(wds.WebDataset(str(path), shardshuffle=False).decode())
-    assert [s["__key__"] for s in samples] == ["s00000000", "s00000001", "s00000002"]
+    assert [s["__key__"] for s in samples] == [f"0123456789abcdef-s{i:08d}" for i in range(3)]
     assert [s["tokens.npy"].tolist() for s in samples] == [d + [0] for d in docs]
     assert samples[1]["json"]["id"] == "dir/b.py" and samples[1]["json"]["meta"] == {"lang": "py"}
     assert samples[0]["tokens.npy"].dtype == np.uint16
@@ -51,9 +53,11 @@ def test_shard_bytes_are_deterministic_and_headers_fixed():
     import tarfile
     a, _ = sample_table()
     b, _ = sample_table()
-    assert ipc_bytes(a) == ipc_bytes(b) and parquet_bytes(a) == parquet_bytes(b) and tar_bytes(a) == tar_bytes(b)
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes(a))) as tar:
+    assert ipc_bytes(a) == ipc_bytes(b) and parquet_bytes(a) == parquet_bytes(b)
+    assert tar_bytes(a, SHARD) == tar_bytes(b, SHARD)
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes(a, SHARD)[0])) as tar:
         members = tar.getmembers()
     assert members and all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in members)
-    assert all("/" not in m.name and m.name.count(".") >= 1 for m in members)
+    assert [m.name for m in members[:1]] == ["__meta__"]  # the shard's metadata: not a sample (no extension)
+    assert all("/" not in m.name and m.name.count(".") >= 1 for m in members[1:])
     json.dumps([m.name for m in members])
