@@ -90,3 +90,23 @@ def test_export_from_and_to_s3(root: Path, s3_options: dict[str, Any]) -> None:
     expected = [d for shard in read_rows(root) for d in shard]
     assert stats["n_tokens"] == sum(len(d) for d in expected) > 0
     assert all(np.array_equal(t, e) for t, e in zip(tokens, expected)) and len(tokens) == 60
+
+
+def test_megatron_core_reads_the_export(root: Path, tmp_path: Path) -> None:
+    """megatron-core's own IndexedDataset (PyPI megatron-core, CPU) opens the pair: every sequence, one document each."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+    export_megatron(str(root), str(tmp_path / "corpus"))
+    dataset = IndexedDataset(str(tmp_path / "corpus"))
+    expected = [d for shard in read_rows(root) for d in shard]
+    assert len(dataset) == len(expected) == 60
+    assert all(np.array_equal(dataset[i], e) and dataset[i].dtype == np.uint16 for i, e in enumerate(expected))
+    np.testing.assert_array_equal(dataset.document_indices, np.arange(61))
+    np.testing.assert_array_equal(dataset.sequence_lengths, [len(e) for e in expected])
+    wide = [d.astype(np.uint32) + 70_000 for d in stdlib_docs(5, max_len=300)]
+    big = write_dataset(tmp_path / "wide", [wide], dtype="uint32")
+    index = json.loads((big / "dataset.json").read_text())
+    index["tokenizer"]["vocab_size"] = 100_000
+    (big / "dataset.json").write_text(json.dumps(index))
+    export_megatron(str(big), str(tmp_path / "wide-corpus"))
+    dataset = IndexedDataset(str(tmp_path / "wide-corpus"))
+    assert [dataset[i].tolist() for i in range(len(dataset))] == [d.tolist() for d in wide]
