@@ -10,9 +10,9 @@ def rate(amount: float, seconds: float) -> float | None:
 
 
 def mb_per_s(n_bytes: float, seconds: float) -> float:
-    """Decimal MB per second, 0.0 over an empty span; rounded to 3 decimals for display and JSON."""
+    """Decimal MB per second, 0.0 over an empty span (unrounded: whoever shows it rounds, with humanize.sig3)."""
     value = rate(n_bytes, seconds)
-    return round(value / 1e6, 3) if value is not None else 0.0
+    return value / 1e6 if value is not None else 0.0
 
 
 def busy_span(entries: Iterable) -> float:
