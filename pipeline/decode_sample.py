@@ -56,8 +56,11 @@ def dataset_tokenizer(folder: DatasetFolder, index: DatasetIndex):
     if desc.files:  # validated: a file directly under tokenizer/
         path = str(local_file(folder.path(desc.files[0])) if folder.local else local_file(
             f"{folder.uri}/{desc.files[0]}"))
+    text = {k: options[k] for k in ("eos_token", "bos_token", "special_tokens", "allow_special")
+            if options.get(k) is not None and desc.kind in ("hf", "tiktoken")}
     spec = TokenizerSpec(kind=desc.kind, path=path, add_eos=options.get("add_eos", desc.eos_id is not None),
-                         fps=options.get("fps"), sample_rate=options.get("sample_rate"))
+                         fps=options.get("fps"), sample_rate=options.get("sample_rate"), pattern=options.get("pattern"),
+                         **({"options": text} if text else {}))
     return build_tokenizer(spec)
 
 

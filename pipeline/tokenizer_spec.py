@@ -35,9 +35,38 @@ class DeviceOptions(SpecModel):
         None, description="where codes are computed; null: auto (cuda when the worker has a GPU)")
 
 
-class HFOptions(SpecModel):
-    eos_token: str | None = Field(None, description="the EOS token; null: the first of <|endoftext|>, </s>, "
-                                                    "<eos>, <|end_of_text|>, [SEP] in the vocabulary")
+SpecialTokens = dict[Annotated[str, Field(min_length=1)], Annotated[int, Field(ge=0)]]  # name -> id
+
+
+class TextOptions(SpecModel):
+    """What marks documents in a text tokenizer's ids, and whether a document may spell a special token.
+
+    Every field defaults to null, so a spec that sets none hashes as it did before they existed.
+    """
+
+    eos_token: str | None = Field(None, min_length=1, description="the token appended to every document")
+    eos_id: int | None = Field(None, ge=0, description="the EOS by id instead of by name; both given must agree")
+    bos_token: str | None = Field(None, min_length=1, description="a token put before every document; null: none")
+    special_tokens: SpecialTokens | None = Field(
+        None, description="special tokens, name: id")
+    allow_special: bool | None = Field(
+        None, description="true: special-token text in a document becomes that token's id; null or false: it is "
+                          "ordinary text, so special ids appear only where tokenmill puts them (EOS, BOS)")
+
+
+class HFOptions(TextOptions):
+    eos_token: str | None = Field(None, min_length=1, description="the EOS token; null: the first of <|endoftext|>, "
+                                                                  "</s>, <eos>, <|end_of_text|>, [SEP] in the vocabulary")
+    special_tokens: SpecialTokens | None = Field(
+        None, description="name: id pairs the tokenizer.json must hold (checked when it loads)")
+
+
+class TiktokenOptions(TextOptions):
+    eos_token: str | None = Field(None, min_length=1, description="the EOS token, one of the special tokens; "
+                                                                  "null: <|endoftext|>")
+    special_tokens: SpecialTokens | None = Field(
+        None, description="name: id of the special tokens; required for a rank file that is not a known "
+                          "encoding; for a known one they are added to its official special tokens")
 
 
 class TorchScriptOptions(DeviceOptions):
@@ -83,8 +112,12 @@ class HFTokenizerSpec(BaseTokenizerSpec):
 
 class TiktokenSpec(BaseTokenizerSpec):
     kind: Literal["tiktoken"]
-    path: str = _PATH
-    pattern: str | None = Field(None, description="the pre-tokenizer regex; null: cl100k's")
+    path: str = Field(description="a .tiktoken rank file (plain or .gz), local or fsspec URL")
+    engine: Literal["auto", "tiktoken", "gigatoken"] = "auto"
+    pattern: str | None = Field(None, description="the split regex; null: the official one of a known encoding "
+                                                  "(r50k_base, p50k_base, cl100k_base, o200k_base, recognised by "
+                                                  "the ranks' content); required for any other rank file")
+    options: TiktokenOptions = TiktokenOptions()
     modalities: ClassVar[tuple[str, ...]] = ("text", "code")
     has_token_bytes: ClassVar[bool] = True
 

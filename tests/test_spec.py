@@ -93,7 +93,8 @@ def test_misspelled_tokenizer_option_is_refused_by_name(tmp_path):
     path.write_text("{}")
     hf = {"kind": "hf", "path": str(path)}
     with pytest.raises(SpecError, match=r"tokenizer\.options\.devcie: unknown key; remove it or check its spelling "
-                                        r"\(kind 'hf' takes options: eos_token\)"):
+                                        r"\(kind 'hf' takes options: eos_token, eos_id, bos_token, "
+                                        r"special_tokens, allow_special\)"):
         parse_spec(with_(tokenizer={**hf, "options": {"devcie": "cuda"}}))
     with pytest.raises(SpecError, match=r"tokenizer\.options\.device: unknown key.*takes options: none"):
         parse_spec(with_(tokenizer={"kind": "bytes", "options": {"device": "cuda"}}))

@@ -37,14 +37,14 @@ def test_a_tokenizer_that_does_not_load_is_one_line_and_exit_2(tmp_path, bpe_tok
     elif case == "corrupt":
         (tmp_path / "tok.json").write_text('{"version": "1.0", "model": ')
         tokenizer, expect = f"{{kind: hf, path: {tmp_path / 'tok.json'}}}", "not a readable tokenizer.json"
-    else:  # accepted by the spec (the file is there), but the tiktoken loader reads plain text only
+    else:  # a gzipped rank file loads, but one tiktoken does not define needs its pattern and special tokens
         from pipeline.spec import TokenizerSpec
         from pipeline.tokenizers import build_tokenizer
         from pipeline.tokenizers.text import write_tiktoken_file
         plain = tmp_path / "tok.tiktoken"
         write_tiktoken_file(build_tokenizer(TokenizerSpec(kind="hf", path=str(bpe_tokenizer))), str(plain))
         (tmp_path / "tok.tiktoken.gz").write_bytes(gzip.compress(plain.read_bytes()))
-        tokenizer, expect = f"{{kind: tiktoken, path: {tmp_path / 'tok.tiktoken.gz'}}}", "not a .tiktoken BPE file"
+        tokenizer, expect = f"{{kind: tiktoken, path: {tmp_path / 'tok.tiktoken.gz'}}}", "is not an encoding tiktoken defines"
     code, out, err = validate(write_job(tmp_path, tokenizer), capsys)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("tokenmill: error: ") and expect in err, err

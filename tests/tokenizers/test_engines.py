@@ -64,9 +64,9 @@ def test_fast_engine_ids_equal_hf(engine: str, tokenizer_json: Path, docs: list[
     got = per_doc(tok.encode_batch(docs))
     bad = [i for i, (a, b) in enumerate(zip(got, reference)) if not np.array_equal(a, b)]
     assert bad == [], f"{engine} differs from hf on documents {bad[:5]}"
-    # decode drops EOS ids, so documents that spell out the EOS token do not round-trip
-    plain = [(ids, text) for ids, text in zip(got, docs) if "<|endoftext|>" not in text]
-    assert len(plain) > 100 and all(tok.decode(ids) == text for ids, text in plain)
+    # special-token text is text: every document decodes back exactly, the one that spells <|endoftext|> too
+    assert sum("<|endoftext|>" in text for text in docs) >= 1
+    assert all(tok.decode(ids) == text for ids, text in zip(got, docs))
 
 
 @pytest.mark.parametrize("engine", ("hf", *FAST_ENGINES))
@@ -138,11 +138,12 @@ def test_auto_never_picks_an_inexact_engine(lstrip_json: Path, docs: list[str]) 
 
 def test_unavailable_engine_is_reported_not_raised(tokenizer_json: Path, tmp_path: Path) -> None:
     data = json.loads(tokenizer_json.read_text())
-    data["normalizer"] = {"type": "NFC"}  # tiktoken has no normalizer: it must decline, not run inexactly
+    data["normalizer"] = {"type": "Lowercase"}  # tiktoken runs no normalizer but NFC: it must decline, not run inexactly
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps(data))
     results = measure_engines(TokenizerSpec(kind="hf", path=str(path)), ["café", "x = 1"], ("tiktoken", "hf"))
-    assert results["tiktoken"]["available"] is False and "tiktoken" in results["tiktoken"]["why"]
+    assert results["tiktoken"]["available"] is False
+    assert "tiktoken cannot run" in results["tiktoken"]["why"] and "normalizer Lowercase" in results["tiktoken"]["why"]
     assert results["hf"]["exact"] is True
 
 
