@@ -135,3 +135,33 @@ def test_auto_picks_an_engine_with_tiktokens_ids(docs: list[str]) -> None:
     engine, report = choose_engine(spec, docs[:80])
     exact = {name for name, r in report["probe"].items() if r.get("available") and r["exact"]}
     assert engine in exact and "tiktoken" in exact and "identical to tiktoken on 80 probe documents" in report["reason"]
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_units_hold_tiktokens_ids(name: str, docs: list[str], tmp_path) -> None:
+    """Through UnitProcessor (read -> decode -> tokenize -> Arrow shard), no Ray: every document's row."""
+    import pyarrow as pa
+
+    from pipeline.plan import make_plan
+    from pipeline.spec import parse_spec
+    from pipeline.unit import UnitProcessor
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, text in enumerate(docs):
+        (corpus / f"doc{i:04d}.txt").write_bytes(text.encode("utf-8"))
+    spec = parse_spec({"name": "units", "source": {"uri": str(corpus), "modality": "text", "unit_bytes": "512KiB"},
+                       "tokenizer": {"kind": "tiktoken", "path": str(rank_file(name))},
+                       "sink": {"uri": str(tmp_path / "out")}})
+    units = make_plan(spec)
+    processor = UnitProcessor(spec)
+    entries = [processor(u) for u in units]
+    assert len(units) > 1 and sum(e.n_errors for e in entries) == 0
+    enc = reference_encoding(name)
+    matched = 0
+    for entry in entries:
+        table = pa.ipc.open_file(tmp_path / "out" / entry.files["arrow"].path).read_all()
+        for sample_id, tokens in zip(table.column("id").to_pylist(), table.column("tokens").to_pylist()):
+            text = (corpus / sample_id.rsplit("/", 1)[-1]).read_bytes().decode("utf-8")
+            assert tokens == enc.encode_ordinary(text) + [enc.eot_token], sample_id
+            matched += 1
+    assert matched == len(docs)
