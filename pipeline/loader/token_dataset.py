@@ -235,8 +235,7 @@ class TokenDataset(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         start = self._pending if self._pending is not None else self._fresh()
-        position = start.position if start.skip is None else start.pass_start
-        return self._state(start, position, start.step, start.anchor, worker, num_workers, start.worker_steps)
+        return self._state(start, start.position, start.step, start.anchor, worker, num_workers, start.worker_steps)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at `state`: ours or a StatefulDataLoader's, saved on any rank, world size, batch size

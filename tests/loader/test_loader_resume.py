@@ -156,3 +156,23 @@ def test_a_snapshot_every_n_steps_resumes_at_the_batch_after_the_last_one_taken(
     resumed.load_state_dict(state)
     got = [row for b in itertools.islice(iter(resumed), 3) for row in b["input_ids"]]
     assert len(got) == 15 and all(torch.equal(a, b["input_ids"]) for a, b in zip(got, single[36:51]))
+
+
+def test_a_state_saved_right_after_a_worker_restore_is_where_it_was(root: Path) -> None:
+    def loader() -> StatefulDataLoader:
+        return StatefulDataLoader(TokenDataset(str(root), 48, seed=2, batch_size=3), batch_size=None, num_workers=2)
+    first = loader()
+    it = iter(first)
+    list(itertools.islice(it, 5))
+    state = first.state_dict()
+    del it, first
+    again = loader()
+    again.load_state_dict(state)  # each worker restores its own position (same layout)
+    it = iter(again)
+    resaved = again.state_dict()  # before any batch of the restored run
+    del it, again
+    single = list(TokenDataset(str(root), 48, seed=2))
+    ds = TokenDataset(str(root), 48, seed=2, batch_size=3)
+    ds.load_state_dict(resaved)
+    assert ds.state_dict()["position"] == 15
+    assert torch.equal(next(iter(ds))["input_ids"], torch.stack([w["input_ids"] for w in single[15:18]]))
