@@ -1,8 +1,10 @@
-"""Text and code tokenizers: Hugging Face tokenizer.json and tiktoken BPE files.
+"""Text and code tokenizers: Hugging Face tokenizer.json here, .tiktoken rank files in tiktoken_file.
 
 One tokenizer file, several engines that produce its ids: `hf` (the reference),
 `tiktoken` (the same byte-level BPE rebuilt from the tokenizer.json vocabulary, ~4x faster
-on this machine) and `gigatoken`. `pipeline.tokenizers.engines` picks among them.
+on this machine; NFC is the one normalizer it runs) and `gigatoken`.
+`pipeline.tokenizers.engines` picks among them. Special added tokens are matched in a
+document only with `allow_special`; otherwise their text is encoded as text by every engine.
 """
 from __future__ import annotations
 
