@@ -149,13 +149,13 @@ def test_units_hold_tiktokens_ids(name: str, docs: list[str], tmp_path) -> None:
     corpus.mkdir()
     for i, text in enumerate(docs):
         (corpus / f"doc{i:04d}.txt").write_bytes(text.encode("utf-8"))
-    spec = parse_spec({"name": "units", "source": {"uri": str(corpus), "modality": "text", "unit_bytes": "512KiB"},
+    spec = parse_spec({"name": "units", "source": {"uri": str(corpus), "modality": "text", "unit_bytes": "128KiB"},
                        "tokenizer": {"kind": "tiktoken", "path": str(rank_file(name))},
                        "sink": {"uri": str(tmp_path / "out")}})
     units = make_plan(spec)
     processor = UnitProcessor(spec)
     entries = [processor(u) for u in units]
-    assert len(units) > 1 and sum(e.n_errors for e in entries) == 0
+    assert len(units) >= 4 and sum(e.n_errors for e in entries) == 0  # units of small files stop at 4x unit_bytes
     enc = reference_encoding(name)
     matched = 0
     for entry in entries:
