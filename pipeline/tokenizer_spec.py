@@ -166,18 +166,48 @@ class VideoSpec(BaseTokenizerSpec):
     has_codebook: ClassVar[bool] = True
 
 
-class TorchScriptSpec(BaseTokenizerSpec):
+class EncoderSpec(BaseTokenizerSpec):
+    """What every neural-encoder kind has: batching and precision (null fields stay out of spec_hash)."""
+
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        None, description="pieces per model call; null or auto: from free device memory on a GPU, 8 on CPU")
+    precision: Literal["fp32", "bf16", "fp16"] | None = Field(None, description="null: fp32")
+    modalities: ClassVar[tuple[str, ...]] = ("image", "audio", "video")
+
+    def hash_data(self) -> dict[str, Any]:
+        data = super().hash_data()
+        return {k: v for k, v in data.items() if k not in ("batch_size", "precision", "trust_code") or v}
+
+
+class TorchScriptSpec(EncoderSpec):
     kind: Literal["torchscript"]
     path: str = _PATH
     sample_rate: int | None = Field(None, ge=1, description="Hz of the audio given to the model")
     fps: float | None = Field(None, gt=0, description="frames a second given to the model")
     options: TorchScriptOptions = TorchScriptOptions()
-    modalities: ClassVar[tuple[str, ...]] = ("image", "audio", "video")
+
+
+class TorchExportSpec(EncoderSpec):
+    kind: Literal["torch-export"]
+    path: str = Field(description="a torch.export program (.pt2) with its contract X.json next to it")
+    sample_rate: int | None = Field(None, ge=1, description="null: the contract's; given, they must agree")
+    fps: float | None = Field(None, gt=0, description="null: the contract's; given, they must agree")
+    options: DeviceOptions = DeviceOptions()
+
+
+class TorchFactorySpec(EncoderSpec):
+    kind: Literal["torch-factory"]
+    path: str = Field(description="the contract JSON of the model the factory returns")
+    factory: str = Field(description="module:function returning a torch.nn.Module; runs that Python code")
+    trust_code: bool = Field(False, description="must be true: the factory's code runs in every worker")
+    sample_rate: int | None = Field(None, ge=1, description="null: the contract's; given, they must agree")
+    fps: float | None = Field(None, gt=0, description="null: the contract's; given, they must agree")
+    options: DeviceOptions = DeviceOptions()
 
 
 TOKENIZER_SPECS: dict[str, type[BaseTokenizerSpec]] = {
     "hf": HFTokenizerSpec, "tiktoken": TiktokenSpec, "bytes": BytesSpec, "binary-bpe": BinaryBPESpec,
     "image-vq": ImageVQSpec, "audio-mulaw": AudioMuLawSpec, "audio-vq": AudioVQSpec, "video": VideoSpec,
-    "torchscript": TorchScriptSpec}
+    "torchscript": TorchScriptSpec, "torch-export": TorchExportSpec, "torch-factory": TorchFactorySpec}
 AnyTokenizerSpec = Annotated[Union[tuple(TOKENIZER_SPECS.values())], Field(discriminator="kind")]
 TOKENIZER_ADAPTER = TypeAdapter(AnyTokenizerSpec)

@@ -20,6 +20,8 @@ TOKENIZERS: dict[str, str] = {
     "audio-vq": "pipeline.tokenizers.audio:build_audio_vq",
     "video": "pipeline.tokenizers.video:build_video",
     "torchscript": "pipeline.tokenizers.torchscript:build_torchscript",
+    "torch-export": "pipeline.tokenizers.encoder:build_encoder",
+    "torch-factory": "pipeline.tokenizers.encoder:build_encoder",
     "binary-bpe": "pipeline.tokenizers.binary_bpe:build_binary_bpe",
 }
 __all__ = ["TOKENIZERS", "TokenBatch", "Tokenizer", "build_tokenizer"]

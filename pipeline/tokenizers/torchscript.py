@@ -9,6 +9,8 @@ only TorchScript code and tensors (a plain pickle is refused). Inputs by decoded
 The output's integer tensor [1, ...] gives the tokens (flattened) and `shape` (its dims
 after the batch). The vocabulary size comes from the model's `vocab_size` attribute or
 options.vocab_size; an id outside it quarantines the sample.
+With a contract next to the archive (`enc.jit` + `enc.json`, pipeline.tokenizers.encoder)
+the archive runs batched by shape under that contract instead, as `torch-export` does.
 """
 from __future__ import annotations
 
@@ -116,6 +118,16 @@ class TorchScriptTokenizer(Tokenizer):
         return ids[ids != self.eos_id] if self.eos_id is not None else ids
 
 
-def build_torchscript(spec) -> TorchScriptTokenizer:
+def build_torchscript(spec) -> Tokenizer:
+    """With a contract next to the archive (enc.jit + enc.json): the batched encoder; else one call a sample."""
+    from pathlib import Path
+
+    from pipeline.tokenizers.encoder import build_encoder, sidecar_of
+    if sidecar_of(Path(local_file(spec.path))).exists():
+        given = [k for k in ("vocab_size", "image_size", "patch_size") if getattr(spec.options, k) is not None]
+        if given:
+            raise SpecError(f"tokenizer.options.{given[0]}: the contract next to {spec.path} declares the "
+                            "encoder's layout; drop the option")
+        return build_encoder(spec)
     options = spec.options.model_dump(exclude_none=True)  # a key left out takes the tokenizer's default
     return TorchScriptTokenizer(spec.path, options, spec.add_eos, spec.sample_rate, spec.fps)
