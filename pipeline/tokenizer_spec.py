@@ -170,7 +170,7 @@ class EncoderSpec(BaseTokenizerSpec):
     """What every neural-encoder kind has: batching and precision (null fields stay out of spec_hash)."""
 
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
-        None, description="pieces per model call; null or auto: from free device memory on a GPU, 8 on CPU")
+        None, description="pieces per model call; null or auto: from free device memory on a GPU, 1 on CPU")
     precision: Literal["fp32", "bf16", "fp16"] | None = Field(None, description="null: fp32")
     modalities: ClassVar[tuple[str, ...]] = ("image", "audio", "video")
 
