@@ -1,9 +1,11 @@
 """fsspec access with atomic writes: rename on local disks, one complete PUT on object stores."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import IO, Any
@@ -14,6 +16,42 @@ from fsspec.core import url_to_fs
 from pipeline.dataset.layout import temporary_name
 
 _LOCAL_PROTOCOLS = ("file", "local")
+# the errno values of storage I/O worth retrying; ENOENT, EACCES, EISDIR... are answers, not accidents
+_TRANSIENT_ERRNO = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ECONNRESET,
+                    errno.ECONNABORTED, errno.ECONNREFUSED, errno.EPIPE, errno.ENETDOWN, errno.ENETUNREACH,
+                    errno.EHOSTUNREACH}
+# connection errors of the object-store clients (aiohttp, botocore), matched on the class and its bases
+_CLIENT_TRANSIENT = {"ClientConnectionError", "ClientPayloadError", "ServerTimeoutError", "EndpointConnectionError",
+                     "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError", "IncompleteReadError",
+                     "ResponseStreamingError"}
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+# a timeout has already waited its bounded time (S3_TIMEOUTS): retrying it again here would multiply the wait
+_WAITED = {"ReadTimeoutError", "ConnectTimeoutError", "ServerTimeoutError"}
+STORAGE_ATTEMPTS = 5
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a storage error may pass on a retry, by its type (and errno), never its message."""
+    if isinstance(exc, _PERMANENT):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if {c.__name__ for c in type(exc).__mro__} & _CLIENT_TRANSIENT:
+        return True
+    return isinstance(exc, OSError) and (exc.errno in _TRANSIENT_ERRNO or (exc.errno is None and type(exc) is OSError))
+
+
+def _retried(call, *args):
+    """One storage call, retried with backoff while it fails transiently (a reset, a 503 after the client's own
+    retries) and has not already waited out a timeout; then the error as it is."""
+    for attempt in range(1, STORAGE_ATTEMPTS + 1):
+        try:
+            return call(*args)
+        except Exception as exc:  # noqa: BLE001 - classified right below
+            waited = isinstance(exc, TimeoutError) or {c.__name__ for c in type(exc).__mro__} & _WAITED
+            if attempt == STORAGE_ATTEMPTS or waited or not is_transient(exc):
+                raise
+            time.sleep(min(0.25 * 2 ** attempt, 4.0))
 
 
 # an endpoint that accepts connections and never answers fails in about a minute, naming itself,
@@ -52,12 +90,15 @@ class Storage:
         return f"{self.root}/{rel}" if rel else self.root
 
     def write_atomic(self, rel: str, data: bytes) -> None:
-        """Make `data` visible at `rel` all at once, or not at all."""
+        """Make `data` visible at `rel` all at once, or not at all (retried while storage fails transiently)."""
+        _retried(self._write_once, rel, data)
+
+    def _write_once(self, rel: str, data: bytes) -> None:
         with atomic_file(self.fs, self.path(rel)) as f:
             f.write(data)
 
     def read_bytes(self, rel: str) -> bytes:
-        return self.fs.cat_file(self.path(rel))
+        return _retried(self.fs.cat_file, self.path(rel))
 
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.path(rel))
@@ -91,7 +132,7 @@ class Storage:
         """Entries directly under `rel`: name -> {"size", "type" ("file", "directory", ...)}; {} when absent."""
         folder = self.path(rel).rstrip("/")
         try:
-            infos = self.fs.ls(folder, detail=True, refresh=True)
+            infos = _retried(lambda: self.fs.ls(folder, detail=True, refresh=True))
         except (FileNotFoundError, NotADirectoryError):
             return {}
         out = {}
@@ -103,7 +144,7 @@ class Storage:
 
     def remove(self, rel: str) -> None:
         try:
-            self.fs.rm_file(self.path(rel))
+            _retried(self.fs.rm_file, self.path(rel))
         except FileNotFoundError:
             pass
 

@@ -10,7 +10,6 @@ fails the unit so that the runner retries it. Every read from storage goes throu
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import os
 import stat
@@ -19,21 +18,12 @@ from typing import IO, Any, Iterator
 import fsspec.compression
 from fsspec.core import split_protocol
 
-from pipeline.storage import filesystem
+from pipeline.storage import filesystem, is_transient  # noqa: F401 - re-exported for the readers
 
 BLOCK = 8 << 20  # object-store reads (fsspec's block size)
 BUFFER = 1 << 20  # the buffered reader on top; bounds what a line-by-line reader holds
 COMPRESSIONS = {"gz": "gzip", "bz2": "bz2", "xz": "xz", "zst": "zstd"}  # extension -> fsspec codec
-# the errno values of storage I/O worth retrying; ENOENT, EACCES, EISDIR... are answers, not accidents
-_TRANSIENT_ERRNO = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ECONNRESET,
-                    errno.ECONNABORTED, errno.ECONNREFUSED, errno.EPIPE, errno.ENETDOWN, errno.ENETUNREACH,
-                    errno.EHOSTUNREACH}
-# connection errors of the object-store clients (aiohttp, botocore), matched on the class and its bases
-_CLIENT_TRANSIENT = {"ClientConnectionError", "ClientPayloadError", "ServerTimeoutError", "EndpointConnectionError",
-                     "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError", "IncompleteReadError",
-                     "ResponseStreamingError"}
 _CHANGED = {"FileExpired"}  # s3fs, gcsfs: the object's etag changed under an open file
-_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
 class StorageIOError(Exception):
@@ -49,17 +39,6 @@ class StorageIOError(Exception):
 
 class InputProblem(Exception):
     """An input that cannot be read as planned; the reader quarantines it with this reason."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a storage error may pass on a retry, by its type (and errno), never its message."""
-    if isinstance(exc, _PERMANENT):
-        return False
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    if {c.__name__ for c in type(exc).__mro__} & _CLIENT_TRANSIENT:
-        return True
-    return isinstance(exc, OSError) and (exc.errno in _TRANSIENT_ERRNO or (exc.errno is None and type(exc) is OSError))
 
 
 def storage_error(uri: str, exc: BaseException, doing: str) -> Exception:
