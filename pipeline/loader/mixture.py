@@ -159,7 +159,7 @@ class TokenMixture(IterableDataset):
         if self._refusal is not None:
             raise self._refusal
         start, self._pending, self._live = self._pending or self._fresh(), None, None
-        size, owned = self.batch_size or 1, get_worker_info() is not None
+        owned = get_worker_info() is not None
         with ExitStack() as stack:
             sources = [_Source(ds, c) for ds, c in zip(self.datasets, start.cursors)]
             for s in sources:

@@ -34,7 +34,7 @@ DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int16): 
 _CHUNK = 1 << 20  # lengths per read when assembling the .idx: 4 MiB of int32
 
 
-def token_dtype(index: OpenIndex) -> np.dtype:
+def export_dtype(index: OpenIndex) -> np.dtype:
     """uint16 when the vocabulary fits (Megatron's own choice below 65,500 ids), else int32."""
     vocab = index.vocab_size if index.vocab_size is not None else (1 << 16 if index.token_dtype == "uint16" else 1 << 31)
     return np.dtype(np.uint16) if vocab <= (1 << 16) else np.dtype(np.int32)
@@ -45,7 +45,7 @@ def export_megatron(index_uri: str, dest_prefix: str, *, storage_options: dict[s
     """Write DEST_PREFIX.bin and DEST_PREFIX.idx from a dataset; returns counts, sizes and MB/s."""
     started = time.perf_counter()
     index = load_index(index_uri, storage_options)
-    dtype = token_dtype(index)
+    dtype = export_dtype(index)
     fs, prefix = filesystem(dest_prefix, dest_storage_options if dest_storage_options is not None else storage_options)
     with tempfile.TemporaryFile() as lengths_file:
         with atomic_file(fs, f"{prefix}.bin") as bin_file:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from pipeline.spec import check_stages
-from pipeline.stages.base import Stage, StageContext, token_dtype
+from pipeline.shard import token_dtype
+from pipeline.stages.base import Stage, StageContext
 from pipeline.stages.dynamic import DynamicMerge, DynamicVocab, dynamic_token_dtype, expand_dynamic, expand_table
 from pipeline.stages.prune import PruneTokens
 from pipeline.stages.spans import MergeSpans
@@ -38,4 +39,4 @@ def build_stages(specs: Sequence, ctx: StageContext) -> list[Stage]:
 def stage_token_dtype(base_vocab_size: int, specs: Sequence) -> str:
     """Token dtype of the shards, from the spec alone so that every shard agrees."""
     merges = sum(s.max_merges for s in specs if s.kind == "dynamic")
-    return dynamic_token_dtype(base_vocab_size, merges) if merges else token_dtype(base_vocab_size - 1)
+    return dynamic_token_dtype(base_vocab_size, merges) if merges else token_dtype(base_vocab_size)

@@ -93,11 +93,6 @@ def put_column(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
     return table.set_column(i, name, column)
 
 
-def token_dtype(max_id: int) -> str:
-    """uint16 while every id fits, else uint32."""
-    return "uint16" if max_id < 2**16 else "uint32"
-
-
 def row_shapes(table: pa.Table) -> list[list[int]]:
     """The `shape` column as Python lists (one small list per row)."""
     return table.column("shape").to_pylist()

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.shard import token_dtype
 from pipeline.spec import DynamicSpec
-from pipeline.stages.base import (Stage, flat_tokens, list_array, put_column, text_layout, token_dtype,
+from pipeline.stages.base import (Stage, flat_tokens, list_array, put_column, text_layout,
                                   word_internal)
 
 VOCAB_KEY = b"tokenmill.dynamic_vocab"
@@ -117,7 +118,7 @@ class DynamicMerge(Stage):
 
 def dynamic_token_dtype(base_vocab_size: int, max_merges: int) -> str:
     """Token dtype once up to max_merges new ids sit above the base vocabulary."""
-    return token_dtype(base_vocab_size + max_merges - 1)
+    return token_dtype(base_vocab_size + max_merges)
 
 
 def _with_vocab(table: pa.Table, vocab: dict[str, Any]) -> pa.Table:
@@ -161,7 +162,7 @@ class DynamicVocab:
 
     def expand(self, tokens: np.ndarray, row: int = 0) -> np.ndarray:
         """Base ids of one row's tokens."""
-        return _expand_flat(np.asarray(tokens), *self.table(self.group_of(row))).astype(token_dtype(self.base - 1))
+        return _expand_flat(np.asarray(tokens), *self.table(self.group_of(row))).astype(token_dtype(self.base))
 
     def lengths(self, tokens: np.ndarray, row: int = 0) -> np.ndarray:
         """How many base tokens each token stands for (to map base-index spans onto dynamic ids)."""
@@ -201,7 +202,7 @@ def expand_table(table: pa.Table) -> pa.Table:
         parts.append(_expand_flat(tokens[offsets[r0]: offsets[r1]], *vocab.table(g)))
         cum = np.concatenate([[0], np.cumsum(lens)])
         new_offsets.append(cum[offsets[r0 + 1: r1 + 1] - offsets[r0]] + new_offsets[-1][-1])
-    dtype = token_dtype(vocab.base - 1)
+    dtype = token_dtype(vocab.base)
     values = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     column = list_array(values.astype(dtype), np.concatenate(new_offsets), pa.from_numpy_dtype(np.dtype(dtype)))
     meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != VOCAB_KEY}
