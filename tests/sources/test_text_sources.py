@@ -78,3 +78,15 @@ def test_lines_skip_blank_lines_and_keep_offsets(tmp_path):
     items, _ = read_all(path, "lines")
     assert [(i.data, i.member) for i in items] == [(b"alpha", "@0"), (b"beta", "@7")]
     json.dumps([i.id for i in items])
+
+
+def test_n_bytes_is_the_texts_utf8_size_in_jsonl_and_parquet(tmp_path):
+    from tests.tm_testing import STDLIB
+    docs = [p.read_text(encoding="utf-8") for p in sorted((STDLIB / "json").glob("*.py"))]
+    docs.append("naïve café: « quotes », tabs\t and \"escapes\" \\ ")  # JSON escapes these; the text is what counts
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": d, "lang": "en"}) + "\n" for d in docs))
+    pq.write_table(pa.table({"text": docs}), tmp_path / "d.parquet")
+    from_jsonl, _ = read_all(tmp_path / "d.jsonl", "jsonl")
+    from_parquet, _ = read_all(tmp_path / "d.parquet", "parquet")
+    want = [len(d.encode("utf-8")) for d in docs]
+    assert [r.n_bytes for r in from_jsonl] == want == [r.n_bytes for r in from_parquet]
