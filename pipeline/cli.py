@@ -113,7 +113,7 @@ def print_summary(summary, report_path: str | None = None, report_s: float = 0.0
     if reason:
         print(f"  engine: {summary.engine}: {reason}")
     for problem in summary.ledger_problems:
-        print(f"  ledger entry ignored, its unit redone or removed: {problem}")
+        print(f"  repaired: {problem}")
     if summary.foreign:
         print(f"  not tokenmill's, left as they are: {', '.join(summary.foreign[:5])}"
               + (f" (+{len(summary.foreign) - 5} more)" if len(summary.foreign) > 5 else ""))

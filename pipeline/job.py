@@ -103,11 +103,9 @@ def check_output(storage: Storage) -> None:
         raise OutputError(f"sink.uri: cannot write to {storage.uri}: {type(exc).__name__}: {exc}") from None
 
 
-def previous_index(storage: Storage, tokenizer: Tokenizer) -> DatasetIndex | None:
-    """The output's current index, if usable; refuses to mix shards of two tokenizers in one dataset.
-
-    A corrupt or wrongly typed dataset.json is named in a warning and rebuilt from the ledger.
-    """
+def previous_index(storage: Storage, tokenizer: Tokenizer) -> tuple[DatasetIndex | None, str | None]:
+    """The output's current index if usable, and what was wrong with it; refuses to mix shards of two
+    tokenizers in one dataset. A corrupt or wrongly typed dataset.json is rebuilt from the ledger."""
     index, problem = DatasetFolder.of(storage).index_or_problem()
     if problem:
         log.warning("%s: ignored; this run rebuilds it from the ledger", problem)
@@ -115,7 +113,7 @@ def previous_index(storage: Storage, tokenizer: Tokenizer) -> DatasetIndex | Non
         raise SpecError(f"tokenizer: {storage.uri} holds a dataset made with tokenizer "
                         f"{index.tokenizer.fingerprint[:12]}, this spec's is {tokenizer.fingerprint[:12]}; "
                         "write to a new sink.uri or restore the old tokenizer")
-    return index
+    return index, problem
 
 
 def probe_documents(spec: JobSpec, units: list[WorkUnit]) -> list[str]:
@@ -187,8 +185,11 @@ def run_job(spec: JobSpec, options: RunOptions = RunOptions()) -> RunSummary:
     storage = Storage(spec.sink.uri, spec.sink.storage_options)
     check_output(storage)
     with RunLease(storage) as lease:
-        previous = previous_index(storage, tokenizer)
-        return _run_locked(spec, storage, tokenizer, units, previous, started, options, lease)
+        previous, index_problem = previous_index(storage, tokenizer)
+        summary = _run_locked(spec, storage, tokenizer, units, previous, started, options, lease)
+        if index_problem:
+            summary.ledger_problems.insert(0, f"{index_problem} (rebuilt from the ledger)")
+        return summary
 
 
 ENGINE_PACKAGES = ("tokenizers", "tiktoken", "gigatoken")
@@ -272,11 +273,11 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
         workers_replaced=outcome.workers_replaced, engine=engine, engine_report=engine_report,
         seconds=round(finished - started, 2), totals=index.totals.to_json(),
         run_totals=_run_totals(outcome.committed, finished - started),
-        ledger_problems=sorted(scan.problems.values()), foreign=DatasetFolder.of(storage).foreign(),
+        ledger_problems=sorted(ledger.problems_seen.values()), foreign=DatasetFolder.of(storage).foreign(),
         units_suspect=suspect_units(outcome.committed, todo, spec.on_error_max_fraction),
         entries_set_aside=sum(1 for u in units for r in u.inputs if r.problem))
     for path in summary.foreign:
-        log.info("left as it is (not tokenmill's): %s", path)
+        log.debug("left as it is (not tokenmill's): %s", path)
     done = {k: v for k, v in summary.to_json().items() if k != "engine_report"}
     _write_state(storage, state.model_copy(update={"state": "failed" if outcome.failed else "finished",
                                                    "finished": finished, "summary": done}))

@@ -27,6 +27,7 @@ class Ledger:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.folder = DatasetFolder.of(storage)
+        self.problems_seen: dict[str, str] = {}  # every invalid entry met by this run's scans, for its summary
 
     def commit(self, entry: LedgerEntry) -> None:
         """Write a unit's entry: the commit point of its shard."""
@@ -35,8 +36,10 @@ class Ledger:
     def scan(self) -> LedgerScan:
         """Valid entries by unit id, and the problems of the others (each logged once, with its file)."""
         scan = self.folder.ledger()
-        for problem in scan.problems.values():
-            log.warning("ledger entry ignored (its unit is redone if planned): %s", problem)
+        for rel, problem in scan.problems.items():
+            if rel not in self.problems_seen:
+                log.warning("ledger entry ignored (its unit is redone if planned): %s", problem)
+        self.problems_seen.update(scan.problems)
         return scan
 
     def entries(self) -> dict[str, LedgerEntry]:

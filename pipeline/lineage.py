@@ -81,8 +81,22 @@ def find_sample(out_dir: str, sample_id: str, *, storage_options: dict | None = 
                     "input": inp.to_json(), "file": ref.rel, "format": ref.fmt, "in_index": entry.shard in _indexed(ds),
                     "shards_read": n_read}
     looked = ", ".join(sorted({e.shard for e, _ in pairs})) or "none"
-    raise NotFound(f"sample {sample_id!r} is not in {out_dir} (no input of the ledger is a prefix of it)"
-                   if not pairs else f"sample {sample_id!r} is not in the shards of its input ({looked})")
+    quarantined = _quarantine_reason(ds, sample_id)
+    if quarantined:
+        raise NotFound(f"sample {sample_id!r} was quarantined, not tokenized: {quarantined}")
+    raise NotFound(f"sample {sample_id!r} is not in {out_dir} (no input in the ledger matches it, "
+                   "in full or by its end)" if not pairs else
+                   f"sample {sample_id!r} is not in the shards of its input ({looked})")
+
+
+def _quarantine_reason(ds: Dataset, sample_id: str) -> str | None:
+    """The reason (and stage) the sample was set aside, from _errors/, if it was."""
+    errors = ds.folder.errors().to_pylist()
+    for row in errors:
+        member = row.get("member") or ""
+        if sample_id in (row["uri"], f"{row['uri']}{member}", f"{row['uri']}/{member}"):
+            return f"{row['reason']} (stage {row['stage']}, _errors/{row['unit']}.parquet)"
+    return None
 
 
 def _source_matches(uri: str, inp_uri: str) -> bool:
@@ -165,7 +179,14 @@ def _text(result: Any) -> str:
                        f"{', '.join(r['files'].values())}\n" for r in result)
     if "row" in result:
         return (f"{result['sample']}\n  shard {result['shard']} row {result['row']} ({result['file']})\n"
-                f"  unit {result['unit']}  input {result['input']['uri']} "
-                f"[{result['input'].get('start')}, {result['input'].get('end')})\n")
+                f"  unit {result['unit']}  input {result['input']['uri']}{_range(result['input'])}\n")
     return f"{result['shard']}  unit {result['unit']}\n" + "".join(
-        f"  {i['uri']} [{i.get('start')}, {i.get('end')})\n" for i in result["inputs"])
+        f"  {i['uri']}{_range(i)}\n" for i in result["inputs"])
+
+
+def _range(inp: dict) -> str:
+    """` bytes [a, b)` for a slice of a file, nothing for a whole file."""
+    start, end = inp.get("start") or 0, inp.get("end")
+    if not start and end is None:
+        return ""
+    return f" bytes [{start:,}, {end:,})" if end is not None else f" bytes [{start:,}, end)"

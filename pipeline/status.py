@@ -27,19 +27,31 @@ def dataset_status(out: str, storage_options: dict[str, Any] | None = None) -> d
     this_run = [e for e in entries if e.run.started >= started - 1e-6]
     finished = (state.finished if state else None) or time.time()
     unfinished = state_name.startswith(("running", "interrupted"))
+    problems = _problems(index, index_problem, scan.problems, entries)
+    if problems and state_name == "finished":
+        state_name = "finished, with problems (below)"
     return {
         "output": out, "state": state_name,
         "units_total": state.units_total if state else len(entries),
         "units_committed": len(entries), "units_committed_this_run": len(this_run),
         "units_pending": max(0, state.units_todo - len(this_run)) if state and unfinished else 0,
+        "units_invalid": len(scan.problems),
         "samples": sum(e.n_samples for e in entries), "tokens": sum(e.n_tokens for e in entries),
         "errors": sum(e.n_errors for e in entries),
         "run_mb_s": mb_per_s(sum(e.n_bytes for e in this_run), finished - started) if this_run else 0.0,
         "nothing_to_do": bool(state) and state.units_todo == 0,
         "index_totals": index.totals.to_json() if index else None,
-        "problems": ([index_problem] if index_problem else []) + sorted(scan.problems.values()),
+        "problems": problems,
         "foreign": folder.foreign(),
     }
+
+
+def _problems(index, index_problem: str | None, ledger_problems: dict[str, str], entries: list) -> list[str]:
+    """What the next run will repair, one line each."""
+    out = [index_problem] if index_problem else []
+    if index is None and index_problem is None and entries:
+        out.append(f"no {layout.INDEX}: the ledger holds {len(entries)} committed units, but no index names them")
+    return out + sorted(ledger_problems.values())
 
 
 def _driver_alive(folder: DatasetFolder) -> bool:
@@ -55,10 +67,13 @@ def format_status(s: dict[str, Any]) -> str:
     from pipeline.humanize import sig3
     latest = "latest run: nothing to do" if s["nothing_to_do"] else f"latest run {sig3(s['run_mb_s'])} MB/s"
     lines = [f"{s['output']}: {s['state']}",
-             f"  units: {s['units_committed']}/{s['units_total']} committed, {s['units_pending']} pending "
-             f"({s['units_committed_this_run']} in the latest run)",
+             f"  units: {s['units_committed']}/{s['units_total']} committed, {s['units_pending']} pending"
+             + (f", {s['units_invalid']} with an invalid ledger entry" if s["units_invalid"] else "")
+             + f" ({s['units_committed_this_run']} committed in the latest run)",
              f"  samples {s['samples']:,}, tokens {s['tokens']:,}, quarantined {s['errors']:,}, {latest}"]
-    lines += [f"  problem: {p} (the next run redoes or rebuilds it)" for p in s["problems"]]
+    lines += [f"  problem: {p}" for p in s["problems"]]
+    if s["problems"]:
+        lines.append("  run the job again: it redoes those units and rebuilds the index")
     if s["foreign"]:
         lines.append(f"  not tokenmill's (left as they are): {', '.join(s['foreign'])}")
     return "\n".join(lines)

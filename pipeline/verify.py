@@ -84,4 +84,6 @@ def cli_verify(args: argparse.Namespace) -> int:
         for kind in ("ledger", "shards", "index"):
             for line in getattr(verdict, kind):
                 print(f"{kind}: {line}", file=sys.stdout)
+        print("to repair: `tokenmill run JOB.yaml --verify` redoes the units whose shards differ and "
+              "rewrites the index", file=sys.stdout)
     return 0 if verdict.ok else 1

@@ -61,8 +61,11 @@ def test_reads_only_the_shard_that_holds_it(files, tmp_path):
 
 
 def test_unknown_sample(files):
-    with pytest.raises(NotFound, match="no input of the ledger"):
+    with pytest.raises(NotFound, match="no input in the ledger matches it"):
         find_sample(str(files.out), "/nowhere/x.py")
+    bad = files.errors[0]  # a quarantined input says so, with its reason
+    with pytest.raises(NotFound, match="was quarantined, not tokenized: .*stage"):
+        find_sample(str(files.out), bad["uri"] + (bad["member"] or ""))
     known = files.samples[0]["source"]
     with pytest.raises(NotFound, match="not in the shards of its input"):
         find_sample(str(files.out), known + "@999999999")

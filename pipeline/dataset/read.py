@@ -117,12 +117,12 @@ class DatasetFolder:
             raise DatasetError(f"{exc}; run the job again to rebuild it from the ledger") from None
 
     def index_or_problem(self) -> tuple[DatasetIndex | None, str | None]:
-        """The index, or None and why (None, None when there is none yet)."""
+        """The index, or None and why, without advice (None, None when there is none yet)."""
         if self.storage.size(layout.INDEX) is None:
             return None, None
         try:
-            return self.index(), None
-        except DatasetError as exc:
+            return DatasetIndex.parse(self.storage.read_bytes(layout.INDEX), self.path(layout.INDEX)), None
+        except (RecordError, OSError) as exc:
             return None, str(exc)
 
     def ledger(self) -> LedgerScan:

@@ -51,8 +51,9 @@ class _Record(BaseModel):
 def _first_problem(err: ValidationError) -> str:
     problems = []
     for e in err.errors()[:3]:
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        problems.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
+        where = ".".join(str(p) for p in e["loc"])
+        message = e["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
     more = f" (+{err.error_count() - 3} more)" if err.error_count() > 3 else ""
     return "; ".join(problems) + more
 

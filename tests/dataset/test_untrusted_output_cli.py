@@ -80,6 +80,8 @@ def test_damaged_output_folder_heals_and_touches_nothing_else(tmp_path, bpe_toke
     assert status.returncode == 0, status.stderr
     assert "shards/NOTES.txt" in status.stdout and "shards/.nv-meta" in status.stdout
     assert status.stdout.count("problem:") == 6  # the index and five entries, one line each
+    assert "with problems" in status.stdout and "5 with an invalid ledger entry" in status.stdout
+    assert status.stdout.count("run the job again") == 1
 
     healed = _run(job, ray_address)
     log = healed.stdout + healed.stderr
@@ -89,6 +91,7 @@ def test_damaged_output_folder_heals_and_touches_nothing_else(tmp_path, bpe_toke
     for entry in (entries[0], entries[1], entries[2], entries[3]):
         assert entry.name in log, f"{entry.name} is not named"
     assert "4 redone" in healed.stdout
+    assert healed.stdout.count("  repaired: ") == 6, healed.stdout  # what was wrong, named in the summary
     assert not stale.exists()
     assert _shards(out) == _shards(tmp_path / "clean")
     index, clean = (json.loads((d / layout.INDEX).read_text()) for d in (out, tmp_path / "clean"))
