@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.dataset import layout
-from pipeline.dataset.read import DatasetFolder
+from pipeline.dataset.read import DatasetFolder, LedgerScan
 from pipeline.dataset.records import DatasetIndex, EngineChoice, LedgerEntry, RecordError, RunState
 from pipeline.errors import ClusterLost, OutputError, SpecError, UnitFailed
 from pipeline.ledger import Ledger, build_index, write_index
@@ -264,7 +264,7 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     write_energon_meta(storage, index)  # .nv-meta/ lists the index's tars (pipeline.sinks.energon)
     crash_point("index-written")
     lease.check()
-    removed, orphans = cleanup(ledger, units, scan.entries)
+    removed, orphans = cleanup(ledger, units, scan)
     finished = time.time()
     summary = RunSummary(
         name=spec.name, output=storage.uri, units_total=len(units), units_run=len(todo),
@@ -284,16 +284,16 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     return summary
 
 
-def cleanup(ledger: Ledger, units: list[WorkUnit], entries: dict[str, LedgerEntry]) -> tuple[list[str], list[str]]:
+def cleanup(ledger: Ledger, units: list[WorkUnit], scan: LedgerScan) -> tuple[list[str], list[str]]:
     """The last step of a run: delete stale units, invalid entries and orphan shard files.
 
     Runs after the new index is written and may be cut short by a crash without harm: the
     index names only planned units' shards, and the next run finishes the deleting.
     """
-    removed = ledger.remove_stale(units, entries)
+    removed = ledger.remove_stale(units, scan.entries)
     crash_point("stale-removed")
-    ledger.remove_invalid_entries(units)
-    live = {unit_id: e for unit_id, e in entries.items() if unit_id not in removed}
+    ledger.remove_invalid_entries(units, scan.problems)
+    live = {unit_id: e for unit_id, e in scan.entries.items() if unit_id not in removed}
     orphans = ledger.remove_orphans(live)
     crash_point("orphans-removed")
     return removed, orphans

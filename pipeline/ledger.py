@@ -98,16 +98,15 @@ class Ledger:
             self.storage.remove(layout.ledger_file(unit_id))  # last: until it goes, a rerun still sees the unit
         return stale
 
-    def remove_invalid_entries(self, units: list[WorkUnit]) -> list[str]:
+    def remove_invalid_entries(self, units: list[WorkUnit], problems: dict[str, str]) -> list[str]:
         """Delete ledger files with tokenmill's names whose content failed validation and whose unit is not planned.
 
         Planned units' invalid entries are overwritten by their new commit; the shard files an
         invalid entry named are never trusted, only cleaned up as orphans if they are tokenmill's.
         """
         planned = {u.id for u in units}
-        scan = self.folder.ledger()
         removed = []
-        for rel in scan.problems:
+        for rel in problems:  # the run's own scan: read once, not again here
             name = rel.rsplit("/", 1)[-1]
             if layout.owned_ledger_file(name) and name.removesuffix(".json") not in planned:
                 self.storage.remove(f"{layout.LEDGER_DIR}/{name}")

@@ -154,6 +154,7 @@ class ActorPool:
         self.load = [0] * n_workers
         self.order: list[deque] = [deque() for _ in range(n_workers)]  # refs in the order each actor runs them
         self.head_since = [time.monotonic()] * n_workers  # when the actor's first ref started running
+        self.killed: set = set()  # actors killed for a unit timeout: their other refs are not their units' fault
 
     def _new_actor(self):
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
@@ -210,16 +211,16 @@ def run_units(spec: JobSpec, units: list[WorkUnit], engine: str | None,
                 outcome.workers_replaced += 1
             if ref in timed_out:
                 message = timed_out.pop(ref)
-            elif lost and actor in watch.killed:  # queued behind a unit that timed out: not its fault
+            elif lost and actor in pool.killed:  # queued behind a unit that timed out: not its fault
                 queue.append((unit, attempt))
                 continue
             _retry_or_fail(spec, unit, attempt, retryable, message, queue, outcome, on_retry)
-        _kill_overdue(pool, spec.resources.unit_timeout, inflight, timed_out, watch)
+        _kill_overdue(pool, spec.resources.unit_timeout, inflight, timed_out)
         watch.check(len(outcome.committed), len(units))
     return outcome
 
 
-def _kill_overdue(pool: ActorPool, timeout_s: float, inflight: dict, timed_out: dict, watch: "ClusterWatch") -> None:
+def _kill_overdue(pool: ActorPool, timeout_s: float, inflight: dict, timed_out: dict) -> None:
     """Kill the worker of a unit that ran past resources.unit_timeout; its refs come back as lost."""
     for idx in pool.overdue(timeout_s):
         head = pool.order[idx][0]
@@ -228,7 +229,7 @@ def _kill_overdue(pool: ActorPool, timeout_s: float, inflight: dict, timed_out: 
                            "its worker was killed")
         log.warning("unit %s ran past resources.unit_timeout (%g s): killing its worker",
                     unit.id if unit else "?", timeout_s)
-        watch.killed.add(pool.actors[idx])
+        pool.killed.add(pool.actors[idx])
         try:
             ray.kill(pool.actors[idx])
         except Exception:  # noqa: BLE001 - already gone
@@ -249,7 +250,6 @@ class ClusterWatch:
         self.stall_timeout_s, self.cpus = stall_timeout_s, cpus_per_worker
         self.checked = time.monotonic()
         self.since: float | None = None
-        self.killed: set = set()
 
     def check(self, committed: int, total: int) -> None:
         now = time.monotonic()

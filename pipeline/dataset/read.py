@@ -283,14 +283,10 @@ def _list_array(arrays: list[np.ndarray]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
 
 
-@dataclass(frozen=True)
-class Dataset:
-    """An opened dataset: its folder, validated index and ledger (entries sorted by unit id)."""
+class FolderView:
+    """Where an opened dataset lives, for classes that hold a `folder` (Dataset, the loader's OpenIndex)."""
 
     folder: DatasetFolder
-    index: DatasetIndex
-    ledger: list[LedgerEntry]
-    ledger_problems: list[str]
 
     @property
     def uri(self) -> str:
@@ -304,8 +300,22 @@ class Dataset:
     def root(self) -> str:
         return self.folder.root
 
+    @property
+    def local(self) -> bool:
+        return self.folder.local
+
     def path(self, rel: str) -> str:
         return self.folder.path(rel)
+
+
+@dataclass(frozen=True)
+class Dataset(FolderView):
+    """An opened dataset: its folder, validated index and ledger (entries sorted by unit id)."""
+
+    folder: DatasetFolder
+    index: DatasetIndex
+    ledger: list[LedgerEntry]
+    ledger_problems: list[str]
 
     @property
     def base_vocab_size(self) -> int:

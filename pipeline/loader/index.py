@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dataset import layout
-from pipeline.dataset.read import DatasetError, DatasetFolder, IndexMissing, ShardRef, ShardUnreadable
+from pipeline.dataset.read import DatasetError, DatasetFolder, FolderView, IndexMissing, ShardRef, ShardUnreadable
 from pipeline.dataset.records import DatasetIndex
 
 _ARROW_TYPES = {"uint16": pa.uint16(), "uint32": pa.uint32()}
@@ -36,24 +36,12 @@ class ShardMissing(ShardError):
 
 
 @dataclass(frozen=True)
-class OpenIndex:
+class OpenIndex(FolderView):
     """A validated dataset.json, its folder, and the Arrow (else Parquet) file of each shard, in index order."""
 
     folder: DatasetFolder
     record: DatasetIndex
     shards: tuple[ShardRef, ...]
-
-    @property
-    def uri(self) -> str:
-        return self.folder.uri
-
-    @property
-    def fs(self) -> Any:
-        return self.folder.fs
-
-    @property
-    def local(self) -> bool:
-        return self.folder.local
 
     @property
     def name(self) -> str:

@@ -66,7 +66,7 @@ def test_crafted_entry_is_named_and_its_unit_redone(committed: Committed, name: 
     assert redo[committed.units[0].id].startswith("ledger entry invalid")
     # cleanup as a run does it, with the crafted unit no longer planned: nothing outside is touched
     ledger.remove_stale(committed.units[1:], scan.entries)
-    ledger.remove_invalid_entries(committed.units[1:])
+    ledger.remove_invalid_entries(committed.units[1:], scan.problems)
     ledger.remove_orphans({k: v for k, v in scan.entries.items() if k != committed.units[0].id})
     assert _files_outside(committed) == before
     assert not _entry_file(committed).exists(), "the invalid entry (tokenmill's own name) is removed"
