@@ -97,7 +97,7 @@ def print_summary(summary, report_path: str | None = None, report_s: float = 0.0
         print("  this run: nothing to do (every planned unit is already committed)")
     else:
         print(f"  this run: {plural(r.n_samples, 'sample')}, {plural(r.n_tokens, 'token')}, "
-              f"{plural(r.n_bytes, 'byte')} of input, {r.n_errors:,} quarantined, engine {summary.engine}")
+              f"{plural(r.n_bytes, 'byte')} of input, {_bad_and_empty(r.n_errors, r.n_empty)}, engine {summary.engine}")
         print(f"  speed: {sig3(r.steady_mb_s)} MB/s while units ran (first unit start to last commit); "
               f"{sig3(r.mb_s)} MB/s over the run's {sig3(summary.seconds)} s (Ray start-up, planning and "
               "the engine probe included)")
@@ -105,7 +105,8 @@ def print_summary(summary, report_path: str | None = None, report_s: float = 0.0
         print(f"  listing: {summary.entries_set_aside} entries not read (not regular files, links, unlistable, "
               "hidden), quarantined with their reasons")
     print(f"  dataset: {plural(t['n_shards'], 'shard')}, {plural(t['n_samples'], 'sample')}, "
-          f"{plural(t['n_tokens'], 'token')}, {plural(t['n_bytes'], 'byte')}, {t['n_errors']:,} quarantined")
+          f"{plural(t['n_tokens'], 'token')}, {plural(t['n_bytes'], 'byte')}, "
+          f"{_bad_and_empty(t['n_errors'], t.get('n_empty', 0))}")
     for stage, stats in r.stages.items():
         print(f"  stage {stage}: " + ", ".join(f"{k} {_number(v)}" for k, v in stats.items())
               + _reduction(stats))
@@ -123,6 +124,11 @@ def print_summary(summary, report_path: str | None = None, report_s: float = 0.0
         print(f"  report: {report_path} (written in {sig3(report_s)} s)")
     if command_s is not None:
         print(f"  total: {sig3(command_s)} s for the whole command")
+
+
+def _bad_and_empty(n_errors: int, n_empty: int) -> str:
+    """'3 quarantined, 28 empty (skipped)': bad input and empty input, apart."""
+    return f"{n_errors:,} quarantined" + (f", {n_empty:,} empty (skipped)" if n_empty else "")
 
 
 def _number(value: Any) -> str:

@@ -8,6 +8,11 @@ class SpecError(ValueError):
     """A job spec that cannot run; the message says which field and how to fix it."""
 
 
+# the stage of an empty input (a zero-byte file, an empty document): a fact, not an error. It is listed in
+# _errors/ so it can be found, but counted apart (n_empty), never against on_error or on_error_max_fraction
+EMPTY = "empty"
+
+
 class DecodeError(Exception):
     """One input record could not be read, decoded or tokenized; it gets quarantined."""
 

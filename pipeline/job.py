@@ -53,6 +53,7 @@ class RunTotals:
     n_tokens: int = 0
     n_bytes: int = 0
     n_errors: int = 0
+    n_empty: int = 0
     mb_s: float = 0.0
     steady_mb_s: float = 0.0
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -302,7 +303,8 @@ def cleanup(ledger: Ledger, units: list[WorkUnit], scan: LedgerScan) -> tuple[li
 def _run_totals(entries: list[LedgerEntry], seconds: float) -> RunTotals:
     n_bytes = sum(e.n_bytes for e in entries)
     return RunTotals(n_samples=sum(e.n_samples for e in entries), n_tokens=sum(e.n_tokens for e in entries),
-                     n_bytes=n_bytes, n_errors=sum(e.n_errors for e in entries), mb_s=mb_per_s(n_bytes, seconds),
+                     n_bytes=n_bytes, n_errors=sum(e.n_errors for e in entries),
+                     n_empty=sum(e.n_empty for e in entries), mb_s=mb_per_s(n_bytes, seconds),
                      steady_mb_s=mb_per_s(n_bytes, busy_span(entries)), stages=_stage_totals(entries))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.dataset import layout
 from pipeline.dataset.read import DatasetFolder, LedgerScan
-from pipeline.dataset.records import DatasetIndex, IndexShard, LedgerEntry, Totals
+from pipeline.dataset.records import COUNTS, DatasetIndex, IndexShard, LedgerEntry, Totals
 from pipeline.plan import WorkUnit
 from pipeline.storage import Storage
 
@@ -136,7 +136,7 @@ def build_index(entries: dict[str, LedgerEntry], units: list[WorkUnit], header: 
     shards = [IndexShard.from_entry(entries[u.id]) for u in units
               if u.id in entries and entries[u.id].fingerprint == u.fingerprint and present(entries[u.id])]
     totals = Totals(n_shards=len(shards), **{k: sum(getattr(s, k) for s in shards)
-                                             for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")})
+                                             for k in COUNTS})
     return DatasetIndex(format=layout.INDEX_FORMAT, version=layout.INDEX_VERSION, **header, shards=shards, totals=totals, complete=len(shards) == len(units))
 
 

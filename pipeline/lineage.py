@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from pipeline.dataset.read import Dataset, DatasetError, ShardRef, open_dataset
 from pipeline.dataset.records import InputSlice, LedgerEntry
+from pipeline.errors import EMPTY
 
 ID_SEPARATORS = "@#/"
 
@@ -83,7 +84,7 @@ def find_sample(out_dir: str, sample_id: str, *, storage_options: dict | None = 
     looked = ", ".join(sorted({e.shard for e, _ in pairs})) or "none"
     quarantined = _quarantine_reason(ds, sample_id)
     if quarantined:
-        raise NotFound(f"sample {sample_id!r} was quarantined, not tokenized: {quarantined}")
+        raise NotFound(f"sample {sample_id!r} was {quarantined}")
     raise NotFound(f"sample {sample_id!r} is not in {out_dir} (no input in the ledger matches it, "
                    "in full or by its end)" if not pairs else
                    f"sample {sample_id!r} is not in the shards of its input ({looked})")
@@ -95,7 +96,10 @@ def _quarantine_reason(ds: Dataset, sample_id: str) -> str | None:
     for row in errors:
         member = row.get("member") or ""
         if sample_id in (row["uri"], f"{row['uri']}{member}", f"{row['uri']}/{member}"):
-            return f"{row['reason']} (stage {row['stage']}, _errors/{row['unit']}.parquet)"
+            where = f"_errors/{row['unit']}.parquet"
+            if row["stage"] == EMPTY:
+                return f"empty, skipped: {row['reason']} (listed in {where})"
+            return f"quarantined, not tokenized: {row['reason']} (stage {row['stage']}, {where})"
     return None
 
 

@@ -23,7 +23,7 @@ class Progress:
         self.interval_s = interval_s
         self.started = time.time()
         self.first_commit: float | None = None
-        self.units = self.samples = self.tokens = self.bytes = self.errors = self.retries = 0
+        self.units = self.samples = self.tokens = self.bytes = self.errors = self.empty = self.retries = 0
         self._last = 0.0
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
@@ -34,6 +34,7 @@ class Progress:
         self.tokens += entry.n_tokens
         self.bytes += entry.n_bytes
         self.errors += entry.n_errors
+        self.empty += entry.n_empty
         self.draw()
 
     def retry(self, unit: Any, message: str) -> None:
@@ -45,7 +46,7 @@ class Progress:
 
     def line(self) -> str:
         return (f"units {self.units}/{self.total} | docs {self.samples:,} | tokens {self.tokens:,} | "
-                f"{self.mb_s():.2f} MB/s | errors {self.errors} | retries {self.retries}")
+                f"{self.mb_s():.2f} MB/s | quarantined {self.errors} | empty {self.empty} | retries {self.retries}")
 
     def draw(self, force: bool = False) -> None:
         now = time.time()

@@ -37,7 +37,7 @@ def dataset_status(out: str, storage_options: dict[str, Any] | None = None) -> d
         "units_pending": max(0, state.units_todo - len(this_run)) if state and unfinished else 0,
         "units_invalid": len(scan.problems),
         "samples": sum(e.n_samples for e in entries), "tokens": sum(e.n_tokens for e in entries),
-        "errors": sum(e.n_errors for e in entries),
+        "errors": sum(e.n_errors for e in entries), "empty": sum(e.n_empty for e in entries),
         "run_mb_s": mb_per_s(sum(e.n_bytes for e in this_run), finished - started) if this_run else 0.0,
         "nothing_to_do": bool(state) and state.units_todo == 0,
         "index_totals": index.totals.to_json() if index else None,
@@ -70,7 +70,8 @@ def format_status(s: dict[str, Any]) -> str:
              f"  units: {s['units_committed']}/{s['units_total']} committed, {s['units_pending']} pending"
              + (f", {s['units_invalid']} with an invalid ledger entry" if s["units_invalid"] else "")
              + f" ({s['units_committed_this_run']} committed in the latest run)",
-             f"  samples {s['samples']:,}, tokens {s['tokens']:,}, quarantined {s['errors']:,}, {latest}"]
+             f"  samples {s['samples']:,}, tokens {s['tokens']:,}, quarantined {s['errors']:,}, "
+             f"empty (skipped) {s.get('empty', 0):,}, {latest}"]
     lines += [f"  problem: {p}" for p in s["problems"]]
     if s["problems"]:
         lines.append("  run the job again: it redoes those units and rebuilds the index")

@@ -31,14 +31,22 @@ STORAGE_ATTEMPTS = 5
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether a storage error may pass on a retry, by its type (and errno), never its message."""
+    """Whether a storage error may pass on a retry, by its type (and errno), never its message.
+
+    A client's wrapper of an error it did not expect (botocore's HTTPClientError, "An HTTP Client raised an
+    unhandled exception", around e.g. a connection reset while sending) is judged by the error it wraps.
+    """
     if isinstance(exc, _PERMANENT):
         return False
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
     if {c.__name__ for c in type(exc).__mro__} & _CLIENT_TRANSIENT:
         return True
-    return isinstance(exc, OSError) and (exc.errno in _TRANSIENT_ERRNO or (exc.errno is None and type(exc) is OSError))
+    if isinstance(exc, OSError) and (exc.errno in _TRANSIENT_ERRNO or (exc.errno is None and type(exc) is OSError)):
+        return True
+    wrapped = getattr(exc, "kwargs", None)
+    inner = wrapped.get("error") if isinstance(wrapped, dict) else None
+    return isinstance(inner, BaseException) and inner is not exc and is_transient(inner)
 
 
 def _retried(call, *args):

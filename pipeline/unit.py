@@ -2,7 +2,7 @@
 
 `UnitProcessor` holds the heavy state (tokenizer, stages) and is built once per worker;
 calling it on a unit writes the shard files atomically and then the ledger entry (the
-commit). Bad records are quarantined to `_errors/` and counted; the unit still commits:
+commit). Bad records are quarantined to `_errors/` and counted (empty ones apart, as n_empty); the unit still commits:
 any exception while reading one input, decoding, tokenizing or staging one record sets
 that record aside with the library's message. What fails the unit is storage I/O
 (StorageIOError, retried by the runner) or a fault of the unit as a whole.
@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.decoders import decoder_for
-from pipeline.errors import DecodeError, Quarantined, UnitFailed
+from pipeline.errors import EMPTY, DecodeError, Quarantined, UnitFailed
 from pipeline.dataset import layout
 from pipeline.dataset.records import LedgerEntry, quarantine_table
 from pipeline.ledger import Ledger
@@ -95,7 +95,7 @@ class UnitProcessor:
             table = public_columns(table)
             if errors:
                 self.write_errors(unit, errors)
-            entry = self.ledger_entry(unit, table, files, len(errors), stage_stats, started, attempt)
+            entry = self.ledger_entry(unit, table, files, errors, stage_stats, started, attempt)
             self.ledger.commit(entry)
         except Exception as exc:
             if is_transient(exc):  # the sink's storage: retried; a bug or a refusal fails the unit
@@ -159,7 +159,7 @@ class UnitProcessor:
         return build_table(rows, batch, self.dtype, self.metadata, batch.shapes), errors
 
     def _quarantine(self, errors: list[Quarantined], item: Quarantined) -> None:
-        if self.spec.on_error == "fail":
+        if self.spec.on_error == "fail" and item.stage != EMPTY:
             raise UnitFailed(f"bad input (on_error: fail): {item.uri} {item.member}: {item.reason}")
         # names and library messages may carry bytes that are not UTF-8; the quarantine file holds text
         errors.append(Quarantined(printable(item.uri), printable(item.member), printable(item.reason), item.stage))
@@ -222,17 +222,18 @@ class UnitProcessor:
         pq.write_table(quarantine_table(errors), sink)
         self.storage.write_atomic(layout.errors_file(unit.id), sink.getvalue().to_pybytes())
 
-    def ledger_entry(self, unit: WorkUnit, table: pa.Table, files: dict[str, Any], n_errors: int,
+    def ledger_entry(self, unit: WorkUnit, table: pa.Table, files: dict[str, Any], errors: list[Quarantined],
                      stage_stats: dict[str, Any], started: float, attempt: int) -> LedgerEntry:
         tokens = table.column("tokens")
         finished = time.time()
+        n_empty = sum(1 for e in errors if e.stage == EMPTY)
         return LedgerEntry(
             unit=unit.id, fingerprint=unit.fingerprint, shard=unit.shard_name,
             spec_hash=self.spec_hash, tokenizer_fingerprint=self.tokenizer.fingerprint,
             inputs=unit.to_json()["inputs"], files=files,
             n_samples=table.num_rows, n_tokens=int(pc.sum(pc.list_value_length(tokens)).as_py() or 0),
-            n_bytes=int(pc.sum(table.column("n_bytes")).as_py() or 0), n_errors=n_errors,
-            stage_stats=stage_stats,
+            n_bytes=int(pc.sum(table.column("n_bytes")).as_py() or 0), n_errors=len(errors) - n_empty,
+            n_empty=n_empty, stage_stats=stage_stats,
             run={"host": socket.gethostname(), "pid": os.getpid(), "started": started, "finished": finished,
                  "seconds": round(finished - started, 4), "attempt": attempt, "engine": self.tokenizer.engine})
 

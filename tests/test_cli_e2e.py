@@ -87,7 +87,16 @@ def test_train_run_decode_resume_incremental(corpus, ray_address):
     errors = pa.concat_tables([pq.read_table(p) for p in (out / "_errors").glob("*.parquet")])
     reasons = dict(zip([Path(u).name for u in errors.column("uri").to_pylist()], errors.column("reason").to_pylist()))
     assert reasons["bad_utf8.py"].startswith("invalid UTF-8") and reasons["empty.py"] == "empty document"
-    assert index["totals"]["n_errors"] == 1 + n_empty and "quarantined" in first.stdout
+    stages = dict(zip([Path(u).name for u in errors.column("uri").to_pylist()], errors.column("stage").to_pylist()))
+    assert stages["empty.py"] == "empty" and stages["bad_utf8.py"] == "decode"
+    # an empty file is a fact, not bad input: counted apart, and said apart
+    assert index["totals"]["n_errors"] == 1 and index["totals"]["n_empty"] == n_empty
+    assert f"1 quarantined, {n_empty} empty (skipped)" in first.stdout
+    status = run_cli("status", str(out))
+    assert f"quarantined 1, empty (skipped) {n_empty}" in status.stdout, status.stdout
+    empty_file = next(p for p in sources if p.stat().st_size == 0)
+    shown = run_cli("inspect", str(out), "--sample", str(empty_file))
+    assert shown.returncode != 0 and "empty, skipped: empty document" in shown.stderr, shown.stderr[-500:]
 
     # rerun: nothing to do, nothing rewritten
     before = {p: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}

@@ -83,3 +83,7 @@ def test_only_storage_io_is_retried(ray_address):
         assert (lost, again) == (False, retryable), message
     assert is_transient(ConnectionResetError()) and is_transient(TimeoutError()) and is_transient(OSError(errno.EIO, "x"))
     assert not is_transient(FileNotFoundError(errno.ENOENT, "gone")) and not is_transient(ValueError("bad"))
+    # botocore wraps what its HTTP client did not expect; a reset while sending is worth a retry, a bug is not
+    from botocore.exceptions import HTTPClientError
+    assert is_transient(HTTPClientError(error=ConnectionResetError(errno.ECONNRESET, "reset by peer")))
+    assert not is_transient(HTTPClientError(error=ValueError("bad"))) and not is_transient(HTTPClientError(error="x"))

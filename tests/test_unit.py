@@ -22,6 +22,17 @@ def make_spec(tmp_path, **sink):
                        "sink": {"uri": str(tmp_path / "out"), "formats": ["arrow", "webdataset"], **sink}})
 
 
+def test_empty_files_are_skipped_apart_from_bad_input_even_with_on_error_fail(tmp_path):
+    files = copy_stdlib(tmp_path / "corpus", ("json",))
+    (tmp_path / "corpus" / "empty.py").write_bytes(b"")
+    spec = parse_spec({**make_spec(tmp_path).model_dump(mode="json", exclude_unset=True), "on_error": "fail"})
+    entries = [UnitProcessor(spec)(u) for u in make_plan(spec)]  # on_error: fail does not fail on an empty file
+    n_empty = 1 + sum(f.stat().st_size == 0 for f in files)
+    assert sum(e.n_empty for e in entries) == n_empty and sum(e.n_errors for e in entries) == 0
+    listed = pa.concat_tables([pq.read_table(p) for p in (tmp_path / "out" / "_errors").glob("*.parquet")])
+    assert set(listed.column("stage").to_pylist()) == {"empty"} and listed.num_rows == n_empty
+
+
 def test_unit_commits_shards_then_ledger_and_keeps_sources(tmp_path):
     files = copy_stdlib(tmp_path / "corpus", ("json",))
     (tmp_path / "corpus" / "empty.py").write_bytes(b"")
@@ -30,7 +41,8 @@ def test_unit_commits_shards_then_ledger_and_keeps_sources(tmp_path):
     processor = UnitProcessor(spec)
     entries = [processor(u) for u in units]
     assert sum(e.n_samples for e in entries) == len([f for f in files if f.stat().st_size])
-    assert sum(e.n_errors for e in entries) == 1 + sum(f.stat().st_size == 0 for f in files)
+    assert sum(e.n_errors for e in entries) == 0  # no bad input: the empty files are counted apart
+    assert sum(e.n_empty for e in entries) == 1 + sum(f.stat().st_size == 0 for f in files)
     committed = Ledger(processor.storage).entries()
     assert set(committed) == {u.id for u in units}
     entry = entries[0]

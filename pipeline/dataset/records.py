@@ -99,7 +99,11 @@ class Counts(_Record):
     n_samples: NonNegative
     n_tokens: NonNegative
     n_bytes: NonNegative
-    n_errors: NonNegative
+    n_errors: NonNegative  # inputs quarantined: bad input, with its reason in _errors/
+    n_empty: NonNegative = 0  # empty inputs (zero-byte files, empty documents), skipped; listed in _errors/ too
+
+
+COUNTS = ("n_samples", "n_tokens", "n_bytes", "n_errors", "n_empty")
 
 
 class LedgerEntry(Counts):
@@ -149,7 +153,8 @@ class IndexShard(Counts):
     @classmethod
     def from_entry(cls, entry: LedgerEntry) -> "IndexShard":
         return cls(name=entry.shard, unit=entry.unit, files=entry.files, n_samples=entry.n_samples,
-                   n_tokens=entry.n_tokens, n_bytes=entry.n_bytes, n_errors=entry.n_errors)
+                   n_tokens=entry.n_tokens, n_bytes=entry.n_bytes, n_errors=entry.n_errors,
+                   n_empty=entry.n_empty)
 
 
 class TokenizerInfo(_Record):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import DecodeError
+from pipeline.errors import EMPTY, DecodeError
 from pipeline.sources import RawRecord
 from pipeline.spec import SourceSpec
 
@@ -104,7 +104,7 @@ def decode_audio(record: RawRecord, source: SourceSpec, sample_rate: int | None 
     """Mono float32 audio, resampled to `sample_rate` when given."""
     data = record.data.encode("utf-8") if isinstance(record.data, str) else record.data
     if not data:
-        raise DecodeError(record.source, record.member, "empty file")
+        raise DecodeError(record.source, record.member, "empty file", EMPTY)
     cut = wav_truncation(data)
     if cut:
         raise DecodeError(record.source, record.member, cut)

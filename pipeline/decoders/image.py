@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from pipeline.errors import DecodeError
+from pipeline.errors import EMPTY, DecodeError
 from pipeline.sources import RawRecord
 from pipeline.spec import SourceSpec
 
@@ -62,7 +62,7 @@ def decode_image(record: RawRecord, source: SourceSpec, size: int | None = None,
     from PIL import Image, ImageOps
     data = record.data.encode("utf-8") if isinstance(record.data, str) else record.data
     if not data:
-        raise DecodeError(record.source, record.member, "empty file")
+        raise DecodeError(record.source, record.member, "empty file", EMPTY)
     image = _open(record, data, source.limits.max_pixels)
     record.meta.update(width=image.size[0], height=image.size[1], format=image.format)
     try:

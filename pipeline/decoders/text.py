@@ -1,7 +1,7 @@
 """Text decoding: strict UTF-8 (bad bytes are quarantined, or replaced when the spec says)."""
 from __future__ import annotations
 
-from pipeline.errors import DecodeError
+from pipeline.errors import EMPTY, DecodeError
 from pipeline.sources import RawRecord
 from pipeline.spec import SourceSpec
 
@@ -18,7 +18,7 @@ def decode_text(record: RawRecord, source: SourceSpec) -> str:
                                   f"invalid UTF-8 at byte {exc.start}: {data[exc.start:exc.start + 4]!r}") from exc
             data = data.decode("utf-8", errors="replace")
     if not data:
-        raise DecodeError(record.source, record.member, "empty document")
+        raise DecodeError(record.source, record.member, "empty document", EMPTY)
     return data
 
 
@@ -26,5 +26,5 @@ def decode_binary(record: RawRecord, source: SourceSpec) -> bytes:
     """Raw bytes; only emptiness is an error."""
     data = record.data.encode("utf-8") if isinstance(record.data, str) else record.data
     if not data:
-        raise DecodeError(record.source, record.member, "empty file")
+        raise DecodeError(record.source, record.member, "empty file", EMPTY)
     return data

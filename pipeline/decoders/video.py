@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.decoders.image import grid_dims
-from pipeline.errors import DecodeError
+from pipeline.errors import EMPTY, DecodeError
 from pipeline.sources import RawRecord
 from pipeline.spec import SourceSpec
 
@@ -64,7 +64,7 @@ def decode_video(record: RawRecord, source: SourceSpec, fps: float | None = None
     import av
     data = record.data.encode("utf-8") if isinstance(record.data, str) else record.data
     if not data:
-        raise DecodeError(record.source, record.member, "empty file (zero bytes)")
+        raise DecodeError(record.source, record.member, "empty file (zero bytes)", EMPTY)
     try:
         with av.open(io.BytesIO(data)) as container:
             if not container.streams.video:

@@ -131,7 +131,7 @@ def text_summary(s: dict) -> str:
     t = s["totals"]
     lines = [(f"{s['dataset']['path']}: {plural(t['n_shards'], 'shard')}, {plural(t['n_samples'], 'sample')}, "
               f"{plural(t['n_tokens'], 'token')}, {plural(t['n_bytes'], 'input byte')}, "
-              f"{plural(s['errors']['n_errors'], 'input')} quarantined"),
+              f"{plural(s['errors']['n_errors'], 'input')} quarantined, {s['errors']['n_empty']:,} empty (skipped)"),
              *[f"missing shard: {m['name']}" for m in s["missing_shards"]],
              f"{s['group_by']:<32} {'samples':>10} {'tokens':>14} {'bytes/token':>12}"]
     for r in s["groups"]:

@@ -24,6 +24,8 @@ def header(s: dict) -> str:
     cards = [(_noun(n, word), num(n)) for n, word in counted]
     cards += [("input bytes", size(t["n_bytes"])), ("bytes / token", num(t["bytes_per_token"])),
               (_noun(s["errors"]["n_errors"], "quarantined input"), num(s["errors"]["n_errors"]))]
+    if s["errors"].get("n_empty"):
+        cards.append((_noun(s["errors"]["n_empty"], "empty input") + " (skipped)", num(s["errors"]["n_empty"])))
     return (f"<h1>tokenmill report: {esc(d.get('name'))}</h1>"
             f'<p class="sub">{code(d["path"])} · tokenizer {esc(tok.get("kind"))}, '
             f'{plural(tok.get("vocab_size") or 0, "id")}, {esc(d.get("token_dtype"))} · grouped by {esc(s["group_by"])}</p>'

@@ -182,14 +182,17 @@ def vocab(s: dict) -> str:
 def quarantine(s: dict) -> str:
     """Quarantined inputs by reason, with a few examples each."""
     e = s["errors"]
+    empty = (f" {plural(e['n_empty'], 'empty input')} (zero bytes, or an empty document) "
+             "were skipped: they hold nothing to tokenize, and are listed in <code>_errors/</code> with stage "
+             "<code>empty</code>." if e["n_empty"] else "")
     if not e["n_errors"]:
-        return "<h2>Quarantine</h2><p>No input was quarantined.</p>"
+        return f"<h2>Quarantine</h2><p>No input was quarantined.{empty}</p>"
     rows = ([r["reason"], num(r["count"]),
              raw("<br>".join(f"<code>{esc(x['uri'])}{'#' + esc(x['member']) if x['member'] else ''}</code>"
                              f" ({esc(x['stage'])}: {esc(x['reason'])})" for x in r["examples"]))]
             for r in e["by_reason"])
     stages = ", ".join(f"{esc(r['stage'])} {num(r['count'])}" for r in e["by_stage"])
-    return (f"<h2>Quarantine</h2><p>{plural(e['n_errors'], 'input')} quarantined; by stage: {stages}.</p>"
+    return (f"<h2>Quarantine</h2><p>{plural(e['n_errors'], 'input')} quarantined; by stage: {stages}.{empty}</p>"
             + table(["reason", "inputs", "examples"], rows, numeric={1}))
 
 

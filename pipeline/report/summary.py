@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from pipeline.dataset.read import Dataset
 from pipeline.dataset.records import DatasetIndex
+from pipeline.errors import EMPTY
 from pipeline.report.fmt import visible
 from pipeline.report.stats import bin_edges
 from pipeline.report.tokens import Vocabulary
@@ -137,15 +138,19 @@ def reason_kind(reason: str | None) -> str:
 
 
 def errors(table: pa.Table) -> dict:
-    """Quarantined inputs by kind of reason, and by stage; examples keep the full reason."""
+    """Quarantined inputs by kind of reason, and by stage; examples keep the full reason.
+    Empty inputs (stage `empty`) are counted apart as n_empty: they are not bad input."""
     frame = table.to_pandas()
+    empty = frame["stage"] == EMPTY
+    n_empty = int(empty.sum())
+    frame = frame[~empty].copy()
     frame["kind"] = [reason_kind(r) for r in frame["reason"]]
     by_reason = []
     for kind, grp in sorted(frame.groupby("kind"), key=lambda kv: (-len(kv[1]), kv[0])):
         examples = grp.head(N_EXAMPLES)[["uri", "member", "reason", "stage", "unit"]].to_dict("records")
         by_reason.append({"reason": kind, "count": int(len(grp)), "examples": examples})
     stages = frame["stage"].value_counts()
-    return {"n_errors": int(len(frame)), "by_reason": by_reason,
+    return {"n_errors": int(len(frame)), "n_empty": n_empty, "by_reason": by_reason,
             "by_stage": [{"stage": str(s), "count": int(c)} for s, c in stages.items()]}
 
 

@@ -18,7 +18,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from pipeline.dataset.records import LedgerEntry, RunState
+from pipeline.dataset.records import COUNTS, LedgerEntry, RunState
 from pipeline.rates import rate
 
 RUN_GAP_S = 300.0
@@ -34,7 +34,7 @@ def _units(ledger: list[LedgerEntry]) -> list[dict]:
             continue
         out.append({"start": start, "end": end, "seconds": e.run.seconds or end - start,
                     "worker": f"{e.run.host or '?'}:{e.run.pid or '?'}",
-                    **{k: getattr(e, k) for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")}})
+                    **{k: getattr(e, k) for k in COUNTS}})
     return sorted(out, key=lambda u: u["start"])
 
 
@@ -54,7 +54,7 @@ def run_summary(units: list[dict]) -> dict:
     """Totals and rates of one run; rates are over its units' span (first start to last commit)."""
     start, end = min(u["start"] for u in units), max(u["end"] for u in units)
     wall = end - start
-    sums = {k: sum(u[k] for u in units) for k in ("n_samples", "n_tokens", "n_bytes", "n_errors")}
+    sums = {k: sum(u[k] for u in units) for k in COUNTS}
     return {"started": start, "seconds": wall, "busy_seconds": sum(u["seconds"] for u in units),
             "n_units": len(units), "n_workers": len({u["worker"] for u in units}), **sums,
             "bytes_per_second": rate(sums["n_bytes"], wall), "tokens_per_second": rate(sums["n_tokens"], wall)}
