@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.dataset.read import DatasetError, DatasetFolder
+from pipeline.dataset.read import Dataset, DatasetError, DatasetFolder, open_dataset
 from pipeline.dataset.records import DatasetIndex
 from pipeline.errors import SpecError
 from pipeline.spec import TokenizerSpec
@@ -26,24 +26,19 @@ log = logging.getLogger(__name__)
 STRIP_MAX_FRAMES = 16
 
 
-def find_sample(folder: DatasetFolder, index: DatasetIndex, sample_id: str) -> dict[str, Any]:
-    """The shard row whose id is `sample_id` (or, failing that, the one id ending with it)."""
+def find_sample(ds: Dataset, sample_id: str) -> dict[str, Any]:
+    """The shard row of a sample (its id, full or a unique end of one), found as lineage finds it."""
+    from pipeline.lineage import NotFound, locate_sample
     from pipeline.stages import expand_table
-    suffix_hits = []
-    for shard in index.shards:
-        ref = folder.shard_ref(shard, ("arrow", "parquet"))
-        if ref is None:
-            raise SpecError("inspect reads arrow or parquet shards; this dataset has only webdataset")
-        table = folder.read_table(ref)
-        ids = table.column("id").to_pylist()
-        if sample_id in ids:
-            return expand_table(table).slice(ids.index(sample_id), 1).to_pylist()[0]
-        suffix_hits += [(table, i) for i, x in enumerate(ids) if x.endswith(sample_id)]
-    if len(suffix_hits) == 1:
-        table, i = suffix_hits[0]
-        return expand_table(table).slice(i, 1).to_pylist()[0]
-    why = f"{len(suffix_hits)} ids end with it; give the full id" if suffix_hits else "no such id"
-    raise SpecError(f"--sample: {sample_id!r} not found in {folder.uri} ({why})")
+    try:
+        hit = locate_sample(ds, sample_id)
+    except NotFound as exc:
+        raise SpecError(f"--sample: {exc}") from None
+    entry = next(e for e in ds.ledger if e.unit == hit["unit"])
+    ref = ds.folder.shard_ref(entry, ("arrow", "parquet"))
+    if ref is None:
+        raise SpecError("inspect reads arrow or parquet shards; this dataset has only webdataset")
+    return expand_table(ds.folder.read_table(ref)).slice(hit["row"], 1).to_pylist()[0]
 
 
 def dataset_tokenizer(folder: DatasetFolder, index: DatasetIndex):
@@ -128,13 +123,12 @@ def _plus(base: Path, ext: str) -> Path:
 
 def inspect_sample(out_dir: str, sample_id: str, dest_dir: str) -> list[str]:
     """Write what a sample's tokens decode to into dest_dir; returns the paths written."""
-    folder = DatasetFolder(out_dir)
     try:
-        index = folder.index()
+        ds = open_dataset(out_dir)
     except DatasetError as exc:
         raise SpecError(str(exc)) from None
-    row = find_sample(folder, index, sample_id)
-    tokenizer = dataset_tokenizer(folder, index)
+    row = find_sample(ds, sample_id)
+    tokenizer = dataset_tokenizer(ds.folder, ds.index)
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     original = row["id"].rsplit("/", 1)[-1]  # the input's own file name, kept so a person recognises it

@@ -158,6 +158,20 @@ def select_engine(spec: JobSpec, units: list[WorkUnit]) -> tuple[str, dict[str, 
     return engine, report
 
 
+def named_engine(spec: JobSpec) -> str | None:
+    """An engine the spec asks for by name that is not its kind's reference engine (text modalities only)."""
+    from pipeline.tokenizers.engines import ENGINES
+    asked = getattr(spec.tokenizer, "engine", "auto")
+    if spec.source.modality not in TEXT_MODALITIES or spec.tokenizer.kind not in ENGINES or asked == "auto":
+        return None
+    return None if asked == ENGINES[spec.tokenizer.kind][0] else asked
+
+
+def _probed_exact(report: dict[str, Any], engine: str) -> bool:
+    """Whether the probe found the engine's ids identical to the reference's (unmeasured: not known to be)."""
+    return bool(report.get("probe", {}).get(engine, {}).get("exact"))
+
+
 def copy_tokenizer(storage: Storage, tokenizer: Tokenizer) -> None:
     for path in tokenizer.files():
         rel = layout.tokenizer_file(path.name)
@@ -166,10 +180,11 @@ def copy_tokenizer(storage: Storage, tokenizer: Tokenizer) -> None:
             storage.write_atomic(rel, data)
 
 
-def index_header(spec: JobSpec, tokenizer: Tokenizer, engine: str, dtype: str) -> dict[str, Any]:
+def index_header(spec: JobSpec, tokenizer: Tokenizer, engine: str, dtype: str,
+                 spec_hash: str | None = None) -> dict[str, Any]:
     desc = tokenizer.describe()
     desc["engine"] = engine
-    return {"name": spec.name, "spec_hash": spec.spec_hash(), "modality": spec.source.modality,
+    return {"name": spec.name, "spec_hash": spec_hash or spec.spec_hash(), "modality": spec.source.modality,
             "tokenizer": desc, "token_dtype": dtype, "formats": list(spec.sink.formats),
             "stages": [s.model_dump(mode="json") for s in spec.stages]}
 
@@ -240,17 +255,24 @@ def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokeniz
 def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: list[WorkUnit],
                 previous: DatasetIndex | None, started: float, options: RunOptions, lease: RunLease) -> RunSummary:
     ledger = Ledger(storage)
-    todo, redo = ledger.split_plan(units, spec.spec_hash(), list(spec.sink.formats), tokenizer.fingerprint,
+    named = named_engine(spec)
+    if named:  # probed over the whole plan first: its ids decide whether the engine is in the spec hash
+        engine, engine_report = select_engine(spec, units)
+        spec_hash = spec.spec_hash(None if _probed_exact(engine_report, engine) else engine)
+    else:
+        spec_hash = spec.spec_hash()
+    todo, redo = ledger.split_plan(units, spec_hash, list(spec.sink.formats), tokenizer.fingerprint,
                                    hashes=options.verify)
     for unit_id, reason in sorted(redo.items()):
         log.warning("unit %s is redone: %s", unit_id, reason)
-    engine, engine_report = _engine_for(spec, previous, tokenizer, todo, storage)
+    if not named:
+        engine, engine_report = _engine_for(spec, previous, tokenizer, todo, storage)
     copy_tokenizer(storage, tokenizer)
     state = RunState(state="running", name=spec.name, units_total=len(units), units_todo=len(todo),
                      started=started, host=socket.gethostname(), pid=os.getpid(), engine=engine)
     _write_state(storage, state)
     try:
-        outcome = _execute(spec, todo, engine, options, lease)
+        outcome = _execute(spec, todo, engine, spec_hash, options, lease)
     except (UnitFailed, ClusterLost) as exc:  # what committed stays committed, the state says why
         _write_state(storage, state.model_copy(update={"state": "failed", "finished": time.time(),
                                                        "error": str(exc)}))
@@ -259,7 +281,7 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     lease.check()  # another run may hold the folder now: write nothing more
     scan = ledger.scan()  # read once after the run; the index and the cleanup share it
     from pipeline.unit import output_dtype, suspect_units
-    header = index_header(spec, tokenizer, engine, output_dtype(spec, tokenizer))
+    header = index_header(spec, tokenizer, engine, output_dtype(spec, tokenizer), spec_hash)
     index = build_index(scan.entries, units, header, ledger.folder.shard_sizes())
     write_index(storage, index)  # first: the index never names a shard the cleanup below removes
     write_energon_meta(storage, index)  # .nv-meta/ lists the index's tars (pipeline.sinks.energon)
@@ -324,7 +346,7 @@ def _stage_totals(entries: list[LedgerEntry]) -> dict[str, dict[str, float]]:
     return totals
 
 
-def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, options: RunOptions, lease: RunLease):
+def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, spec_hash: str, options: RunOptions, lease: RunLease):
     from pipeline import runner
     progress = Progress(len(todo)) if options.show_progress else None
     if not todo:
@@ -335,7 +357,7 @@ def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, options: RunOptio
         if progress:
             progress.commit(entry)
     runner.connect(options.address, options.num_cpus)
-    return runner.run_units(spec, todo, engine, committed, progress.retry if progress else None)
+    return runner.run_units(spec, todo, engine, committed, progress.retry if progress else None, spec_hash)
 
 
 CRASH_ENV = "TOKENMILL_TEST_CRASH_AT"

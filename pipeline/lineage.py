@@ -1,9 +1,10 @@
 """Lineage: which shard holds a sample, which shards an input went to, which inputs made a shard.
 
-Answers come from the ledger, never from a scan: a sample id starts with its input URI
-(`<uri>`, `<uri>@<offset>`, `<uri>#<row>`, `<tar uri>/<key>`; docs/formats.md), so the
-ledger entries whose inputs match name the candidate shards, and an offset narrows them
-to the unit whose byte range holds it. Only those shards' `id` column is read.
+Answers come from the ledger, never from a scan: a sample id starts with its input's name below
+the corpus root (`<name>`, `<name>@<offset>`, `<name>#<row>`, `<tar name>/<key>`; docs/formats.md),
+and each ledger entry records that root, so the entries whose inputs match name the candidate
+shards, and an offset narrows them to the unit whose byte range holds it. Only those shards' `id`
+column is read. Internally an id is full: the input's URI and the id's tail.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 from pipeline.dataset.read import Dataset, DatasetError, ShardRef, open_dataset
 from pipeline.dataset.records import InputSlice, LedgerEntry
 from pipeline.errors import EMPTY
+from pipeline.sources.listing import relative_name
 
 ID_SEPARATORS = "@#/"
 
@@ -45,11 +47,20 @@ def candidates(ds: Dataset, sample_id: str) -> list[tuple[LedgerEntry, InputSlic
     return sorted(found, key=lambda ei: (not _offset_in_range(sample_id, ei[1]), -len(ei[1].uri)))
 
 
+def stored_name(entry: LedgerEntry, uri: str) -> str:
+    """How the entry's shards name an input in `id` and `source`: below its source root (older entries: the URI)."""
+    return relative_name(uri, entry.source_root) if entry.source_root else uri
+
+
 def resolve_id(ds: Dataset, sample_id: str) -> str:
-    """The full id for an id or a unique end of one (`json/decoder.py`), from the ledger's inputs."""
+    """The full id (input URI + tail) for an id as the shards hold it, a full one, or a unique end of one."""
     uris = {i.uri for e in ds.ledger for i in e.inputs}
     if any(_id_matches(sample_id, u) for u in uris):
         return sample_id
+    named = {(stored_name(e, i.uri), i.uri) for e in ds.ledger for i in e.inputs}
+    exact = {uri + sample_id[len(name):] for name, uri in named if _id_matches(sample_id, name)}
+    if len(exact) == 1:
+        return exact.pop()
     cuts = [k for k, ch in enumerate(sample_id) if ch in ID_SEPARATORS] + [len(sample_id)]
     full = {u + sample_id[k:] for u in uris for k in cuts if k and u.endswith(sample_id[:k])}
     if len(full) > 1:
@@ -69,23 +80,28 @@ def _indexed(ds: Dataset) -> set[str]:
 
 
 def find_sample(out_dir: str, sample_id: str, *, storage_options: dict | None = None) -> dict:
-    """Shard, row, unit and input of one sample (full id or a unique end of one), reading one shard's ids."""
-    ds = open_dataset(out_dir, storage_options)
+    """Shard, row, unit and input of one sample (its id, a full one, or a unique end of one), reading one shard's ids."""
+    return locate_sample(open_dataset(out_dir, storage_options), sample_id)
+
+
+def locate_sample(ds: Dataset, sample_id: str) -> dict:
+    """find_sample on an opened dataset; `sample` is the id as the shard holds it."""
     sample_id = resolve_id(ds, sample_id)
     pairs = candidates(ds, sample_id)
     for n_read, (entry, inp) in enumerate(pairs, start=1):
         ref = _shard_file(ds, entry)
         ids = ds.folder.read_table(ref, ["id"])["id"]
-        row = pc.index(ids, sample_id).as_py()
+        held = stored_name(entry, inp.uri) + sample_id[len(inp.uri):]
+        row = pc.index(ids, held).as_py()
         if row >= 0:
-            return {"sample": sample_id, "shard": entry.shard, "row": row, "unit": entry.unit,
+            return {"sample": held, "shard": entry.shard, "row": row, "unit": entry.unit,
                     "input": inp.to_json(), "file": ref.rel, "format": ref.fmt, "in_index": entry.shard in _indexed(ds),
                     "shards_read": n_read}
     looked = ", ".join(sorted({e.shard for e, _ in pairs})) or "none"
     quarantined = _quarantine_reason(ds, sample_id)
     if quarantined:
         raise NotFound(f"sample {sample_id!r} was {quarantined}")
-    raise NotFound(f"sample {sample_id!r} is not in {out_dir} (no input in the ledger matches it, "
+    raise NotFound(f"sample {sample_id!r} is not in {ds.folder.uri} (no input in the ledger matches it, "
                    "in full or by its end)" if not pairs else
                    f"sample {sample_id!r} is not in the shards of its input ({looked})")
 

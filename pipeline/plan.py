@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 from pipeline.dataset import layout
 from pipeline.errors import SpecError
 from pipeline.sources.inputs import compression_of, is_transient
-from pipeline.sources.listing import InputFile, list_inputs
+from pipeline.sources.listing import InputFile, corpus_root, list_inputs, relative_name
 from pipeline.spec import JobSpec
 from pipeline.storage import filesystem
 
@@ -70,31 +70,33 @@ class WorkUnit:
                    data["fingerprint"], data["n_bytes"])
 
 
-def _unit_id(refs: Iterable[InputRef]) -> str:
-    key = "\n".join(f"{r.uri}|{r.start}|{r.end}" for r in refs)
+def _unit_id(refs: Iterable[InputRef], root: str) -> str:
+    key = "\n".join(f"{relative_name(r.uri, root)}|{r.start}|{r.end}" for r in refs)
     return "u-" + hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def _make_unit(refs: list[InputRef]) -> WorkUnit:
-    fp = hashlib.sha256("\n".join(f"{r.uri}|{r.size}|{r.version}" for r in refs).encode()).hexdigest()[:20]
+def _make_unit(refs: list[InputRef], root: str) -> WorkUnit:
+    """A unit of these slices; its id and fingerprint use names below the corpus root, not where it is mounted."""
+    fp = hashlib.sha256("\n".join(f"{relative_name(r.uri, root)}|{r.size}|{r.version}" for r in refs)
+                        .encode()).hexdigest()[:20]
     n_bytes = sum((r.end if r.end is not None else r.size) - r.start for r in refs)
-    return WorkUnit(_unit_id(refs), tuple(refs), fp, n_bytes)
+    return WorkUnit(_unit_id(refs, root), tuple(refs), fp, n_bytes)
 
 
-def _ends_unit(f: InputFile, unit_bytes: int) -> bool:
-    """Content-defined boundary: P(boundary) = size / unit_bytes, a pure function of the file."""
-    h = int.from_bytes(hashlib.blake2b(f.uri.encode(), digest_size=8).digest(), "big") / 2**64
+def _ends_unit(f: InputFile, unit_bytes: int, root: str) -> bool:
+    """Content-defined boundary: P(boundary) = size / unit_bytes, a pure function of the file and its name."""
+    h = int.from_bytes(hashlib.blake2b(relative_name(f.uri, root).encode(), digest_size=8).digest(), "big") / 2**64
     return h < f.size / unit_bytes
 
 
-def group_small_files(files: list[InputFile], unit_bytes: int) -> Iterator[list[InputRef]]:
+def group_small_files(files: list[InputFile], unit_bytes: int, root: str = "") -> Iterator[list[InputRef]]:
     """Group files into units of about unit_bytes with boundaries that survive insertions."""
     group: list[InputRef] = []
     total = 0
     for f in files:
         group.append(InputRef(f.uri, f.size, f.version, problem=f.problem))
         total += f.size
-        if _ends_unit(f, unit_bytes) or total >= _MAX_UNIT_FACTOR * unit_bytes:
+        if _ends_unit(f, unit_bytes, root) or total >= _MAX_UNIT_FACTOR * unit_bytes:
             yield group
             group, total = [], 0
     if group:
@@ -149,8 +151,9 @@ def cut_units(spec: JobSpec, files: list[InputFile]) -> list[WorkUnit]:
             groups.extend(split_by_bytes(f, unit_bytes))
         else:
             small.append(f)
-    groups.extend(group_small_files(small, unit_bytes))
-    units = [_make_unit(g) for g in groups]
+    root = corpus_root(spec.source.uris)
+    groups.extend(group_small_files(small, unit_bytes, root))
+    units = [_make_unit(g, root) for g in groups]
     return sorted(units, key=lambda u: (u.inputs[0].uri, u.inputs[0].start))
 
 

@@ -53,11 +53,12 @@ _ACTOR_LOST = (RayActorError,) + tuple(
 class UnitWorker:
     """Holds one UnitProcessor (tokenizer loaded once) and runs units on it."""
 
-    def __init__(self, spec: JobSpec, engine: str | None, threads: int, env: dict[str, str]) -> None:
+    def __init__(self, spec: JobSpec, engine: str | None, spec_hash: str | None, threads: int,
+                 env: dict[str, str]) -> None:
         os.environ.update(env)
         os.environ["RAYON_NUM_THREADS"] = str(threads)
         from pipeline.unit import UnitProcessor
-        self.processor = UnitProcessor(spec, engine)
+        self.processor = UnitProcessor(spec, engine, spec_hash)
 
     def run(self, unit: WorkUnit, attempt: int) -> dict[str, Any]:
         return self.processor(unit, attempt)
@@ -141,9 +142,9 @@ def worker_count(spec: JobSpec, n_units: int) -> int:
 class ActorPool:
     """Feeds units to actors, replaces dead actors and retries their units."""
 
-    def __init__(self, spec: JobSpec, engine: str | None, n_workers: int) -> None:
+    def __init__(self, spec: JobSpec, engine: str | None, n_workers: int, spec_hash: str | None = None) -> None:
         self.spec = spec
-        self.engine = engine
+        self.engine, self.spec_hash = engine, spec_hash
         gpus = spec.resources.gpus_per_worker if ray.cluster_resources().get("GPU", 0) else 0
         if spec.resources.gpus_per_worker and not gpus:
             log.warning("resources.gpus_per_worker=%s but the cluster has no GPU: running on CPU",
@@ -158,7 +159,7 @@ class ActorPool:
 
     def _new_actor(self):
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-        return UnitWorker.options(**self.options).remote(self.spec, self.engine, self.threads, env)
+        return UnitWorker.options(**self.options).remote(self.spec, self.engine, self.spec_hash, self.threads, env)
 
     def replace(self, idx: int) -> None:
         try:
@@ -184,12 +185,13 @@ class ActorPool:
 
 def run_units(spec: JobSpec, units: list[WorkUnit], engine: str | None,
               on_commit: Callable[[dict[str, Any]], None] | None = None,
-              on_retry: Callable[[WorkUnit, str], None] | None = None) -> RunOutcome:
-    """Run every unit to a commit (or a reported failure) on a Ray actor pool."""
+              on_retry: Callable[[WorkUnit, str], None] | None = None, spec_hash: str | None = None) -> RunOutcome:
+    """Run every unit to a commit (or a reported failure) on a Ray actor pool; `spec_hash`: the one the
+    job computed (with a named inexact engine in it), else the spec's own."""
     outcome = RunOutcome()
     if not units:
         return outcome
-    pool = ActorPool(spec, engine, worker_count(spec, len(units)))
+    pool = ActorPool(spec, engine, worker_count(spec, len(units)), spec_hash)
     queue: deque[tuple[WorkUnit, int]] = deque((u, 1) for u in units)
     inflight: dict[Any, tuple[WorkUnit, int, int, Any]] = {}
     watch = ClusterWatch(spec.resources.stall_timeout, spec.resources.cpus_per_worker)

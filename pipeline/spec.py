@@ -249,13 +249,22 @@ class JobSpec(SpecModel):
         check_stages(self.stages, self.source.modality, self.tokenizer.traits())
         return self
 
-    def spec_hash(self) -> str:
-        """Hash of everything that changes shard contents (not sink location or resources)."""
-        data = self.model_dump(mode="json", exclude={"sink": {"uri", "storage_options"}, "resources": True,
-                                                     "report": True, "on_error_max_fraction": True})
-        for key in ("storage_options", "uri", "follow_symlinks"):  # where inputs are, not what a shard holds
-            data["source"].pop(key, None)
-        data["tokenizer"] = self.tokenizer.hash_data()
+    def spec_hash(self, inexact_engine: str | None = None) -> str:
+        """Hash of what decides a shard's samples and tokens: how the source is decoded, the tokenizer's
+        settings, the stages, and keep_source (the tars carry the inputs).
+
+        Not in it: the job's name; where inputs, output and the tokenizer file are (the file's content is the
+        ledger's tokenizer_fingerprint); unit_bytes (units are cut by it, and a changed unit has a new id);
+        the formats (each ledger entry names its files); resources, reporting and on_error; the engine, unless
+        `inexact_engine` names one the spec asked for whose ids differ from the reference engine's.
+        """
+        source = self.source.model_dump(mode="json", exclude={"uri", "storage_options", "follow_symlinks",
+                                                                "unit_bytes"})
+        tokenizer = self.tokenizer.hash_data()
+        if inexact_engine:
+            tokenizer["engine"] = inexact_engine
+        data = {"source": source, "tokenizer": tokenizer, "stages": [s.model_dump(mode="json") for s in self.stages],
+                "keep_source": self.sink.keep_source}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

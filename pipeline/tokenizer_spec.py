@@ -75,8 +75,11 @@ class TorchScriptOptions(DeviceOptions):
     patch_size: int | None = Field(None, ge=1, description="null: 16")
 
 
-# spec_hash reads every kind's tokenizer as the one loose model of before, so hashes stay put
-_HASHED_DEFAULTS = {"path": None, "engine": "auto", "pattern": None, "fps": None, "sample_rate": None}
+# spec_hash reads every kind's tokenizer as one loose model: fields a kind lacks hash as these defaults
+_HASHED_DEFAULTS = {"pattern": None, "fps": None, "sample_rate": None}
+# not in spec_hash: where the tokenizer file is (its content is the ledger's tokenizer_fingerprint) and the
+# engine (every engine `auto` may pick gives the reference's ids; a named inexact one is added by the job)
+_NOT_HASHED = {"options", "path", "engine"}
 
 
 class BaseTokenizerSpec(SpecModel):
@@ -93,8 +96,8 @@ class BaseTokenizerSpec(SpecModel):
         return TokenizerTraits(self.has_codebook, self.has_token_bytes, vocab_size)
 
     def hash_data(self) -> dict[str, Any]:
-        """The tokenizer part of spec_hash: options not given (null) are left out, as before."""
-        data = {**_HASHED_DEFAULTS, **self.model_dump(mode="json", exclude={"options"})}
+        """The tokenizer part of spec_hash: what changes ids; options not given (null) are left out."""
+        data = {**_HASHED_DEFAULTS, **self.model_dump(mode="json", exclude=_NOT_HASHED)}
         return {**data, "options": self.options.model_dump(mode="json", exclude_none=True)}
 
 

@@ -30,7 +30,7 @@ from pipeline.shard import build_table, public_columns, token_dtype
 from pipeline.sinks import files_for
 from pipeline.sources import RawRecord, reader_for
 from pipeline.sources.inputs import StorageIOError, is_transient
-from pipeline.sources.listing import printable
+from pipeline.sources.listing import corpus_root, printable, relative_name
 from pipeline.spec import TEXT_MODALITIES, JobSpec
 from pipeline.storage import Storage
 from pipeline.tokenizers import Tokenizer, TokenBatch, build_tokenizer
@@ -59,7 +59,7 @@ def output_dtype(spec: JobSpec, tokenizer: Tokenizer) -> str:
 class UnitProcessor:
     """Processes units of one job; build once per worker (loads the tokenizer once)."""
 
-    def __init__(self, spec: JobSpec, engine: str | None = None) -> None:
+    def __init__(self, spec: JobSpec, engine: str | None = None, spec_hash: str | None = None) -> None:
         self.spec = spec
         self.tokenizer = build_tokenizer(spec.tokenizer, engine)
         self.storage = Storage(spec.sink.uri, spec.sink.storage_options)
@@ -67,9 +67,10 @@ class UnitProcessor:
         self.read = reader_for(spec.source.format)
         self.decode = decoder_for(spec.source.modality)
         self.dtype = output_dtype(spec, self.tokenizer)
-        self.spec_hash = spec.spec_hash()
+        self.spec_hash = spec_hash or spec.spec_hash()
         self.metadata = {"format_version": str(layout.SHARD_FORMAT_VERSION), "tokenizer_fingerprint": self.tokenizer.fingerprint,
                          "spec_hash": self.spec_hash, "base_vocab_size": str(self.tokenizer.vocab_size)}
+        self.root = corpus_root(spec.source.uris)
         self.stages = self._build_stages()
         self.needs_text = any(s.needs_text for s in spec.stages) and spec.source.modality in TEXT_MODALITIES
 
@@ -90,6 +91,7 @@ class UnitProcessor:
             stage_started = time.perf_counter()
             table = self._run_stage(stage, table, errors)
             stage_stats[stage.name] = {**stage.stats, "seconds": round(time.perf_counter() - stage_started, 4)}
+        table = self.relative_names(table)
         try:
             files = self.write_shards(unit, table)
             table = public_columns(table)
@@ -102,6 +104,18 @@ class UnitProcessor:
                 raise StorageIOError(self.storage.uri, f"write: {type(exc).__name__}: {exc}") from exc
             raise
         return entry
+
+    def relative_names(self, table: pa.Table) -> pa.Table:
+        """The `source` and `id` columns as names below the corpus root (json/decoder.py, data.jsonl@120), so
+        shards do not depend on where the corpus is mounted; ledger entries and _errors/ keep the full URIs."""
+        sources = table.column("source").to_pylist()
+        names = [relative_name(s, self.root) for s in sources]
+        ids = [name + i[len(s):] if i.startswith(s) else i
+               for i, s, name in zip(table.column("id").to_pylist(), sources, names)]
+        for column, values in (("id", ids), ("source", names)):
+            at = table.schema.get_field_index(column)
+            table = table.set_column(at, table.schema.field(at), pa.array(values, table.schema.field(at).type))
+        return table
 
     def _run_stage(self, stage: Any, table: pa.Table, errors: list[Quarantined]) -> pa.Table:
         """The stage on the shard; when it raises, the rows it fails on alone are quarantined
@@ -230,7 +244,7 @@ class UnitProcessor:
         return LedgerEntry(
             unit=unit.id, fingerprint=unit.fingerprint, shard=unit.shard_name,
             spec_hash=self.spec_hash, tokenizer_fingerprint=self.tokenizer.fingerprint,
-            inputs=unit.to_json()["inputs"], files=files,
+            inputs=unit.to_json()["inputs"], files=files, source_root=self.root,
             n_samples=table.num_rows, n_tokens=int(pc.sum(pc.list_value_length(tokens)).as_py() or 0),
             n_bytes=int(pc.sum(table.column("n_bytes")).as_py() or 0), n_errors=len(errors) - n_empty,
             n_empty=n_empty, stage_stats=stage_stats,

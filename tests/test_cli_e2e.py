@@ -65,13 +65,16 @@ def test_train_run_decode_resume_incremental(corpus, ray_address):
     # every valid file is one sample, and decoding its tokens gives the file back exactly
     table = read_arrow(out)
     assert table.num_rows == len(good) == index["totals"]["n_samples"]
-    assert sorted(table.column("id").to_pylist()) == sorted(str(p) for p in good)
+    # ids and sources are names below the source folder, not where it is mounted
+    root = corpus / "corpus"
+    assert sorted(table.column("id").to_pylist()) == sorted(str(p.relative_to(root)) for p in good)
+    assert table.column("source").to_pylist() == table.column("id").to_pylist()
     assert index["token_dtype"] == "uint16" and index["tokenizer"]["vocab_size"] == 3000
     hf = HFTokenizer(str(tok))
     checked = 0
     for sample_id, tokens in zip(table.column("id").to_pylist(), table.column("tokens").to_pylist()):
         assert tokens[-1] == hf.eos_id
-        assert hf.decode(np.array(tokens)) == Path(sample_id).read_text()
+        assert hf.decode(np.array(tokens)) == (root / sample_id).read_text()
         checked += 1
     assert checked == len(good)
     assert index["totals"]["n_tokens"] == sum(len(t) for t in table.column("tokens").to_pylist())
@@ -109,6 +112,21 @@ def test_train_run_decode_resume_incremental(corpus, ray_address):
     job2 = write_job(corpus, tok, "out2")
     assert run_cli("run", str(job2), "--workers", "1", address=ray_address).returncode == 0
     assert shard_bytes(out) == shard_bytes(corpus / "out2")
+
+    # the same corpus copied elsewhere (times kept), the tokenizer moved, the job renamed: the same units,
+    # shard names and bytes; and a renamed job over the same output runs nothing
+    moved = corpus / "moved"
+    shutil.copytree(corpus / "corpus", moved / "mnt" / "data", copy_function=shutil.copy2)
+    shutil.copytree(corpus / "tok", moved / "models")
+    (moved / "job.yaml").write_text(JOB.replace("name: code-accept", "name: renamed-job").format(
+        corpus="mnt/data", tok="models/tokenizer.json", out="out"))
+    copied = run_cli("run", str(moved / "job.yaml"), address=ray_address)
+    assert copied.returncode == 0, copied.stderr[-2000:]
+    assert shard_bytes(out) == shard_bytes(moved / "out")
+    renamed = corpus / "job-renamed.yaml"
+    renamed.write_text(job.read_text().replace("name: code-accept", "name: code-accept-v2"))
+    again = run_cli("run", str(renamed), address=ray_address)
+    assert again.returncode == 0 and "0 run" in again.stdout, again.stdout[-1500:]
 
     # three more files: only their units run, and the index equals a from-scratch run
     for name in ("abc.py", "heapq.py", "bisect.py"):

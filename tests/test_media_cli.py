@@ -134,5 +134,5 @@ def test_binaries(tmp_path, ray_address):
     rows = shard_rows(out)
     assert len(rows) == len(elves)
     for r in rows:
-        assert tok.decode(np.array(r["tokens"])) == Path(r["id"]).read_bytes()
+        assert tok.decode(np.array(r["tokens"])) == (tmp_path / "bin" / r["id"]).read_bytes()  # names below the root
     assert "empty" in errors(out)["empty"]

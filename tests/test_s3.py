@@ -55,7 +55,7 @@ def test_s3_in_and_out_incremental(tmp_path, s3, bpe_tokenizer, ray_address):
         with fs.open(f"corpus-out/v1/{shard['files']['arrow']['path']}", "rb") as f:
             table = pa.ipc.open_file(pa.BufferReader(f.read())).read_all()
         for sample_id, tokens in zip(table.column("id").to_pylist(), table.column("tokens").to_pylist()):
-            key = sample_id.removeprefix("s3://corpus-in/")
+            key = f"code/{sample_id}"  # ids are names below the source root, s3://corpus-in/code
             body = client.get_object(Bucket="corpus-in", Key=key)["Body"].read().decode()
             assert hf.decode(np.array(tokens)) == body
     for name in ("abc.py", "heapq.py", "bisect.py"):

@@ -81,6 +81,29 @@ def test_spec_hash_ignores_sink_location_and_resources():
     assert a.spec_hash() == b.spec_hash() != c.spec_hash()
 
 
+def test_spec_hash_covers_what_changes_tokens_and_nothing_else(tmp_path):
+    """Renaming the job, moving the tokenizer file, another engine with the reference's ids, more formats or
+    another unit size: the same hash. The tokenizer's settings, decoding, limits, stages, keep_source: not."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tok.json").write_text("{}")
+    hf = {"kind": "hf", "path": str(tmp_path / "a" / "tok.json")}
+    base = parse_spec(with_(tokenizer=hf))
+    same = [with_(name="renamed", tokenizer=hf), with_(tokenizer={**hf, "path": str(tmp_path / "b" / "tok.json")}),
+            with_(tokenizer={**hf, "engine": "tiktoken"}), with_(tokenizer=hf, sink__formats=["arrow", "parquet", "webdataset"]),
+            with_(source__unit_bytes="1MiB", tokenizer=hf), with_(tokenizer=hf, on_error="fail", report=False),
+            with_(tokenizer=hf, source__follow_symlinks=True, source__uri="/mnt/elsewhere")]
+    assert {parse_spec(s).spec_hash() for s in same} == {base.spec_hash()}
+    differ = [with_(tokenizer={**hf, "add_eos": False}), with_(tokenizer={**hf, "options": {"allow_special": True}}),
+              with_(tokenizer=hf, source__encoding_errors="replace"), with_(tokenizer=hf, source__modality="text"),
+              with_(tokenizer=hf, source__limits={"max_bytes": "1MiB"}), with_(tokenizer=hf, sink__keep_source=True),
+              with_(tokenizer=hf, stages=[{"kind": "dynamic"}])]
+    hashes = [parse_spec(s).spec_hash() for s in differ]
+    assert len(set(hashes)) == len(differ) and base.spec_hash() not in hashes
+    # an engine the spec names whose ids the probe found to differ from the reference's is in the hash
+    assert base.spec_hash("gigatoken") != base.spec_hash()
+
+
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
 def test_schema_files_match_the_code(name):
     path = SCHEMA_DIR / name
@@ -139,17 +162,18 @@ def test_stage_rules_fail_at_parse_time_on_the_driver():
         parse_spec(with_(stages=[{"kind": "merge"}]))
 
 
-# Hashes computed by the code before one model per tokenizer kind: the ledgers of existing datasets keep them.
+# Pinned: a spec hash that drifts redoes every unit of every existing dataset. These changed once, on purpose,
+# when the hash stopped covering the job's name, the tokenizer's path, the engine, the formats and unit_bytes.
 @pytest.mark.parametrize(("modality", "tokenizer", "stages", "digest"), [
-    ("video", {"kind": "video", "path": "/x", "fps": 5, "options": {"device": "cuda"}}, [], "07a56ac283ef0dbb"),
-    ("video", {"kind": "video", "path": "/x"}, [], "676fb5fe53a8f0d1"),
+    ("video", {"kind": "video", "path": "/x", "fps": 5, "options": {"device": "cuda"}}, [], "b68e34fde03beec4"),
+    ("video", {"kind": "video", "path": "/x"}, [], "70b6a836f6a2968f"),
     ("image", {"kind": "torchscript", "path": "/m.pt", "options": {"vocab_size": 16, "image_size": 64},
-               "sample_rate": 16000}, [], "93346ef2a99eacc8"),
-    ("audio", {"kind": "audio-mulaw", "sample_rate": 8000}, [], "b4649dab6fd1463f"),
-    ("text", {"kind": "tiktoken", "path": "/t", "pattern": "x+"}, [], "a719446d8c0ba655"),
-    ("code", {"kind": "bytes"}, [{"kind": "dynamic"}], "c0ea9e0b795daeff"),
+               "sample_rate": 16000}, [], "3dfacf96eb50bbe4"),
+    ("audio", {"kind": "audio-mulaw", "sample_rate": 8000}, [], "19438a62055d5ab1"),
+    ("text", {"kind": "tiktoken", "path": "/t", "pattern": "x+"}, [], "54057f0094f58244"),
+    ("code", {"kind": "bytes"}, [{"kind": "dynamic"}], "f4a65a96f1eaa1e8"),
     ("code", {"kind": "hf", "path": "/t", "engine": "tiktoken", "options": {"eos_token": "</s>"}}, [],
-     "f353c679f14099c9"),
+     "bc3b2ac251de8836"),
 ])
 def test_spec_hash_of_existing_specs_is_unchanged(modality, tokenizer, stages, digest):
     from pipeline.spec import JobSpec

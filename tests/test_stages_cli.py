@@ -42,7 +42,7 @@ def test_spans_and_dynamic_through_the_cli(tmp_path, bpe_tokenizer, ray_address)
                                                              table.column("tokens").to_pylist(),
                                                              table.column("spans").to_pylist())):
             base = vocab.expand(np.array(tokens, dtype=np.uint32), row)
-            assert hf.decode(base) == Path(sample_id).read_text()
+            assert hf.decode(base) == (tmp_path / "corpus" / sample_id).read_text()
             before, after, checked = before + len(base), after + len(tokens), checked + 1
             text_tokens = [hf.core.decode([int(t)]) for t in base]
             for span in spans:  # each span covers exactly one identifier's tokens

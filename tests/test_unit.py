@@ -56,7 +56,7 @@ def test_unit_commits_shards_then_ledger_and_keeps_sources(tmp_path):
     key = f"{entry.shard.removeprefix('part-')}-s00000000"  # unique across the dataset (energon requires it)
     assert names[:4] == ["__meta__", f"{key}.json", f"{key}.tokens.npy", f"{key}.py"]
     assert shard_meta == {k.decode(): v.decode() for k, v in arrow.schema.metadata.items()}
-    assert original == open(meta["id"], "rb").read()
+    assert original == (tmp_path / "corpus" / meta["id"]).read_bytes()  # ids are names below the source root
 
 
 def test_same_unit_gives_the_same_bytes_anywhere(tmp_path):

@@ -119,6 +119,9 @@ class LedgerEntry(Counts):
     files: dict[Format, ShardFile]
     stage_stats: dict[str, dict[str, Any]] = {}
     run: RunInfo
+    # the folder the shard's sample ids and sources are names below (json/decoder.py for <root>/json/decoder.py);
+    # "" in entries written before ids were relative: those ids are the inputs' full URIs
+    source_root: str = ""
 
     @field_validator("unit")
     @classmethod

@@ -101,6 +101,28 @@ def source_root(path: str) -> str:
     return static_prefix(path).rsplit("/", 1)[0] or "/"
 
 
+def corpus_root(uris: Iterable[str]) -> str:
+    """The folder every source URI lists below (their common folder, by whole path components).
+
+    Sample ids, unit ids and unit boundaries are names relative to it, so the same corpus under another
+    mount point, folder or object-store prefix gives the same ids, units and shard bytes."""
+    roots = [source_root(u.removeprefix("file://")) for u in uris]
+    if len(roots) == 1:
+        return roots[0]
+    common = os.path.commonprefix([r.split("/") for r in roots])
+    return "/".join(common) or "/"
+
+
+def relative_name(uri: str, root: str) -> str:
+    """An input's name below the corpus root: `json/decoder.py`; the file's own name when the root is that
+    file (a source URI naming one file); the URI itself when it is not below the root."""
+    uri = uri.removeprefix("file://")
+    if uri == root:
+        return uri.rsplit("/", 1)[-1]
+    head = root.rstrip("/") + "/"
+    return uri[len(head):].lstrip("/") if uri.startswith(head) else uri
+
+
 def _list_one(uri: str, storage_options: dict[str, Any] | None, follow_symlinks: bool) -> dict[str, InputFile]:
     fs, path = filesystem(uri, storage_options)
     if is_local(fs):

@@ -168,7 +168,8 @@ def test_a_run_is_an_energon_dataset_through_incremental_runs(tmp_path: Path, bp
     assert len(tars) > 3
     info = json.loads((out / ".nv-meta" / ".info.json").read_text())
     assert info["shard_counts"] == {t: n for t, n in tars.items() if n}
-    assert sorted(energon_ids(out)) == sorted(str(f) for f in files if f.stat().st_size)
+    root = tmp_path / "corpus"
+    assert sorted(energon_ids(out)) == sorted(str(f.relative_to(root)) for f in files if f.stat().st_size)
 
     # energon's own sqlite (foreign), a lost .tar.idx, and a deleted input: the next run
     done = subprocess.run([ENERGON, "prepare", str(out), "--tar-index-only"], capture_output=True, text=True,
@@ -179,8 +180,8 @@ def test_a_run_is_an_energon_dataset_through_incremental_runs(tmp_path: Path, bp
     lost = out / f"{kept}.idx"
     original = lost.read_bytes()
     lost.unlink()
-    gone = next(f for f in files if str(f) not in _ids_of(out, kept))
-    stale = next(t for t in tars if str(gone) in _ids_of(out, t))
+    gone = next(f for f in files if str(f.relative_to(root)) not in _ids_of(out, kept))
+    stale = next(t for t in tars if str(gone.relative_to(root)) in _ids_of(out, t))
     gone.unlink()
     second = run_job(tmp_path, bpe_tokenizer, ray_address, "arrow, webdataset")
     assert lost.read_bytes() == original  # rebuilt from its tar, byte for byte
@@ -194,7 +195,7 @@ def test_a_run_is_an_energon_dataset_through_incremental_runs(tmp_path: Path, bp
     assert (out / ".nv-meta" / "index.sqlite").read_bytes() == sqlite
     assert ".nv-meta/index.sqlite" in DatasetFolder(str(out)).foreign()
     assert ".nv-meta/.info.json" not in DatasetFolder(str(out)).foreign()
-    assert sorted(energon_ids(out)) == sorted(str(f) for f in files if f != gone and f.stat().st_size)
+    assert sorted(energon_ids(out)) == sorted(str(f.relative_to(root)) for f in files if f != gone and f.stat().st_size)
 
     # without the webdataset format, tokenmill's energon files go with the tars; energon's stay
     run_job(tmp_path, bpe_tokenizer, ray_address, "arrow")
