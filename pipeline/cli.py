@@ -91,7 +91,9 @@ def print_summary(summary, report_path: str | None = None, report_s: float = 0.0
         for unit_id, why in sorted(summary.units_suspect.items())[:10]:
             print(f"    {unit_id}: {why}")
     print(f"  units: {summary.units_total} planned, {summary.units_run} run, "
-          f"{summary.units_skipped} already committed, {summary.units_redone} redone, "
+          f"{summary.units_skipped} already committed, "
+          + (f"{summary.units_reformatted} given the new formats from their shards, " if summary.units_reformatted
+             else "") + f"{summary.units_redone} redone, "
           f"{len(summary.units_failed)} failed, {summary.retries} retries")
     if summary.units_run == 0:
         print("  this run: nothing to do (every planned unit is already committed)")

@@ -83,6 +83,7 @@ class RunSummary:
     foreign: list[str] = field(default_factory=list)
     units_suspect: dict[str, str] = field(default_factory=dict)  # committed, but nothing useful (pipeline.unit)
     entries_set_aside: int = 0  # listed entries that are not read (FIFOs, links, unlistable folders), quarantined
+    units_reformatted: int = 0  # committed units given new output formats from their shards (pipeline.reformat)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -263,6 +264,7 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
         spec_hash = spec.spec_hash()
     todo, redo = ledger.split_plan(units, spec_hash, list(spec.sink.formats), tokenizer.fingerprint,
                                    hashes=options.verify)
+    todo, redo, reformatted = _reformat_committed(ledger, spec, todo, redo)
     for unit_id, reason in sorted(redo.items()):
         log.warning("unit %s is redone: %s", unit_id, reason)
     if not named:
@@ -291,7 +293,8 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     finished = time.time()
     summary = RunSummary(
         name=spec.name, output=storage.uri, units_total=len(units), units_run=len(todo),
-        units_skipped=len(units) - len(todo), units_redone=len(redo), units_failed=outcome.failed,
+        units_skipped=len(units) - len(todo) - reformatted, units_redone=len(redo), units_failed=outcome.failed,
+        units_reformatted=reformatted,
         units_removed=len(removed), orphans_removed=len(orphans), retries=outcome.retries,
         workers_replaced=outcome.workers_replaced, engine=engine, engine_report=engine_report,
         seconds=round(finished - started, 2), totals=index.totals.to_json(),
@@ -305,6 +308,22 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     _write_state(storage, state.model_copy(update={"state": "failed" if outcome.failed else "finished",
                                                    "finished": finished, "summary": done}))
     return summary
+
+
+def _reformat_committed(ledger: Ledger, spec: JobSpec, todo: list[WorkUnit],
+                        redo: dict[str, str]) -> tuple[list[WorkUnit], dict[str, str], int]:
+    """Units to be redone only because the formats changed get them from their own shards (pipeline.reformat);
+    returns what still runs, why each redone unit is redone, and how many were reformatted."""
+    from pipeline.reformat import FORMATS_CHANGED, can_reformat, reformat_units
+    formats = list(spec.sink.formats)
+    if FORMATS_CHANGED not in redo.values():
+        return todo, redo, 0
+    entries = ledger.scan().entries
+    asked = [u.id for u in todo if redo.get(u.id) == FORMATS_CHANGED
+             and can_reformat(entries[u.id], formats, spec.sink.keep_source)]
+    done, failed = reformat_units(ledger, entries, asked, formats)
+    redo = {unit_id: failed.get(unit_id, reason) for unit_id, reason in redo.items() if unit_id not in done}
+    return [u for u in todo if u.id not in set(done)], redo, len(done)
 
 
 def cleanup(ledger: Ledger, units: list[WorkUnit], scan: LedgerScan) -> tuple[list[str], list[str]]:
