@@ -49,12 +49,12 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(inner, BaseException) and inner is not exc and is_transient(inner)
 
 
-def _retried(call, *args):
+def retried(call, *args, **kwargs):
     """One storage call, retried with backoff while it fails transiently (a reset, a 503 after the client's own
     retries) and has not already waited out a timeout; then the error as it is."""
     for attempt in range(1, STORAGE_ATTEMPTS + 1):
         try:
-            return call(*args)
+            return call(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - classified right below
             waited = isinstance(exc, TimeoutError) or {c.__name__ for c in type(exc).__mro__} & _WAITED
             if attempt == STORAGE_ATTEMPTS or waited or not is_transient(exc):
@@ -99,28 +99,28 @@ class Storage:
 
     def write_atomic(self, rel: str, data: bytes) -> None:
         """Make `data` visible at `rel` all at once, or not at all (retried while storage fails transiently)."""
-        _retried(self._write_once, rel, data)
+        retried(self._write_once, rel, data)
 
     def _write_once(self, rel: str, data: bytes) -> None:
         with atomic_file(self.fs, self.path(rel)) as f:
             f.write(data)
 
     def read_bytes(self, rel: str) -> bytes:
-        return _retried(self.fs.cat_file, self.path(rel))
+        return retried(self.fs.cat_file, self.path(rel))
 
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.path(rel))
+        return retried(self.fs.exists, self.path(rel))
 
     def size(self, rel: str) -> int | None:
         try:
-            return int(self.fs.size(self.path(rel)))
+            return int(retried(self.fs.size, self.path(rel)))
         except FileNotFoundError:
             return None
 
     def modified(self, rel: str) -> float | None:
         """When `rel` last changed, by the storage's own clock (epoch seconds); None if unknown or absent."""
         try:
-            info = self.fs.info(self.path(rel))
+            info = retried(self.fs.info, self.path(rel))
         except (FileNotFoundError, OSError):
             return None
         value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
@@ -131,7 +131,7 @@ class Storage:
     def listdir(self, rel: str) -> list[str]:
         """Names (not paths) directly under `rel`; empty when the folder does not exist."""
         try:
-            entries = self.fs.ls(self.path(rel), detail=False, refresh=True)
+            entries = retried(lambda: self.fs.ls(self.path(rel), detail=False, refresh=True))
         except FileNotFoundError:
             return []
         return sorted(os.path.basename(e.rstrip("/")) for e in entries)
@@ -140,7 +140,7 @@ class Storage:
         """Entries directly under `rel`: name -> {"size", "type" ("file", "directory", ...)}; {} when absent."""
         folder = self.path(rel).rstrip("/")
         try:
-            infos = _retried(lambda: self.fs.ls(folder, detail=True, refresh=True))
+            infos = retried(lambda: self.fs.ls(folder, detail=True, refresh=True))
         except (FileNotFoundError, NotADirectoryError):
             return {}
         out = {}
@@ -152,7 +152,7 @@ class Storage:
 
     def remove(self, rel: str) -> None:
         try:
-            _retried(self.fs.rm_file, self.path(rel))
+            retried(self.fs.rm_file, self.path(rel))
         except FileNotFoundError:
             pass
 

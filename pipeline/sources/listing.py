@@ -21,7 +21,7 @@ from fsspec.utils import glob_translate
 
 from pipeline.errors import SpecError
 from pipeline.sources.inputs import file_kind, local_version
-from pipeline.storage import filesystem, is_local
+from pipeline.storage import filesystem, is_local, retried
 
 GLOB_CHARS = "*?["
 HIDDEN = "hidden (its name starts with '.'); not read"
@@ -133,11 +133,11 @@ def _list_one(uri: str, storage_options: dict[str, Any] | None, follow_symlinks:
 def _list_remote(fs: Any, path: str, uri: str) -> dict[str, InputFile]:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if any(c in path for c in GLOB_CHARS):
-        infos = fs.glob(path, detail=True)  # a missing bucket or a 403 raises here
-    elif fs.isdir(path):
-        infos = fs.find(path, detail=True)
-    elif fs.exists(path):
-        infos = {path: fs.info(path)}
+        infos = retried(fs.glob, path, detail=True)  # a missing bucket or a 403 raises here
+    elif retried(fs.isdir, path):
+        infos = retried(fs.find, path, detail=True)
+    elif retried(fs.exists, path):
+        infos = {path: retried(fs.info, path)}
     else:
         raise SpecError(f"source.uri: no such file or folder: {uri}")
     base = static_prefix(path)
