@@ -26,6 +26,16 @@ from pipeline.storage import filesystem
 __all__ = ["InputFile", "InputRef", "WorkUnit", "cut_units", "list_inputs", "make_plan", "plan_summary"]
 
 _MAX_UNIT_FACTOR = 4  # a unit of small files never grows past 4x unit_bytes
+# A big lines/jsonl/parquet file is cut into at least SPLIT_PIECES units (2 workers x 2 units each), never into
+# units under MIN_SPLIT_BYTES nor over unit_bytes: a single 40 MB file keeps 2 workers busy. A function of the
+# file alone, never of the cluster, so the same corpus gives the same units (and shards) on any cluster.
+SPLIT_PIECES = 4
+MIN_SPLIT_BYTES = 8 << 20
+
+
+def piece_bytes(size: int, unit_bytes: int) -> int:
+    """The unit size a file of `size` bytes is cut by: unit_bytes, or less so it gives SPLIT_PIECES units."""
+    return min(unit_bytes, max(MIN_SPLIT_BYTES, -(-size // SPLIT_PIECES)))
 
 
 @dataclass(frozen=True)
@@ -146,9 +156,9 @@ def cut_units(spec: JobSpec, files: list[InputFile]) -> list[WorkUnit]:
         if f.problem:
             small.append(f)
         elif fmt == "parquet":
-            groups.extend(split_parquet(f, unit_bytes, spec.source.storage_options))
-        elif fmt in ("lines", "jsonl") and f.size > unit_bytes and not compression_of(f.uri):
-            groups.extend(split_by_bytes(f, unit_bytes))
+            groups.extend(split_parquet(f, piece_bytes(f.size, unit_bytes), spec.source.storage_options))
+        elif fmt in ("lines", "jsonl") and f.size > piece_bytes(f.size, unit_bytes) and not compression_of(f.uri):
+            groups.extend(split_by_bytes(f, piece_bytes(f.size, unit_bytes)))
         else:
             small.append(f)
     root = corpus_root(spec.source.uris)

@@ -1,3 +1,4 @@
+import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import given, settings, strategies as st
@@ -75,3 +76,21 @@ def test_parquet_units_are_row_group_ranges(tmp_path):
     assert ranges[0][0] == 0 and ranges[-1][1] == 10
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
     assert len(units) > 1
+
+
+def test_a_big_file_is_cut_for_every_worker_and_by_the_file_alone(tmp_path):
+    """A 40 MB jsonl file with the default unit_bytes (64 MiB) gives 4 units of ~10 MB (2 workers x 2), the same
+    whatever the cluster; a small file stays whole (units never under 8 MiB); a unit_bytes set lower is kept."""
+    line = json.dumps({"text": "def f(x):\n    return x + 1\n" * 40}) + "\n"
+    big = tmp_path / "big" / "data.jsonl"
+    big.parent.mkdir()
+    big.write_text(line * (40_000_000 // len(line)))
+    units = cut_units(spec_for(big.parent, "jsonl", unit_bytes="64MiB"), list_inputs([str(big.parent)]))
+    assert len(units) == 4 and max(u.n_bytes for u in units) <= -(-big.stat().st_size // 4)
+    assert sum(u.n_bytes for u in units) == big.stat().st_size
+    small = tmp_path / "small" / "data.jsonl"
+    small.parent.mkdir()
+    small.write_text(line * (6_000_000 // len(line)))
+    assert len(cut_units(spec_for(small.parent, "jsonl", unit_bytes="64MiB"), list_inputs([str(small.parent)]))) == 1
+    fine = cut_units(spec_for(big.parent, "jsonl", unit_bytes="4MiB"), list_inputs([str(big.parent)]))
+    assert len(fine) == -(-big.stat().st_size // (4 << 20))
