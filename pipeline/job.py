@@ -111,7 +111,7 @@ def previous_index(storage: Storage, tokenizer: Tokenizer) -> tuple[DatasetIndex
     index, problem = DatasetFolder.of(storage).index_or_problem()
     if problem:
         log.warning("%s: ignored; this run rebuilds it from the ledger", problem)
-    if index and index.tokenizer.fingerprint != tokenizer.fingerprint:
+    if index and index.tokenizer.fingerprint not in (tokenizer.fingerprint, tokenizer.named_fingerprint):
         raise SpecError(f"tokenizer: {storage.uri} holds a dataset made with tokenizer "
                         f"{index.tokenizer.fingerprint[:12]}, this spec's is {tokenizer.fingerprint[:12]}; "
                         "write to a new sink.uri or restore the old tokenizer")

@@ -177,3 +177,24 @@ def test_train_errors_are_one_line(tmp_path):
                           ((str(tmp_path / "nowhere"),), "no such file")):
         result = run_cli("train", "--input", *args, "--output", str(tmp_path / "t.json"))
         assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_tokenizer_file_renamed_and_moved_is_the_same_tokenizer(tmp_path, bpe_tokenizer, ray_address):
+    """The fingerprint is the files' content: a renamed copy of the tokenizer runs nothing on the same output,
+    while a different tokenizer file is still refused."""
+    copy_stdlib(tmp_path / "corpus", ("json",))
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copyfile(bpe_tokenizer, tmp_path / "elsewhere" / "renamed.json")
+    for name, tok in (("a", bpe_tokenizer), ("b", tmp_path / "elsewhere" / "renamed.json")):
+        (tmp_path / f"{name}.yaml").write_text(JOB.format(corpus=tmp_path / "corpus", tok=tok, out=tmp_path / "out"))
+    assert run_cli("run", str(tmp_path / "a.yaml"), address=ray_address).returncode == 0
+    again = run_cli("run", str(tmp_path / "b.yaml"), address=ray_address)
+    assert again.returncode == 0 and " 0 run," in again.stdout, again.stdout[-1500:] + again.stderr[-1500:]
+    other = json.loads(bpe_tokenizer.read_text())
+    other["added_tokens"] = other.get("added_tokens", []) + [{"id": other["model"]["vocab"].__len__(),
+                                                               "content": "<|new|>", "single_word": False,
+                                                               "lstrip": False, "rstrip": False,
+                                                               "normalized": False, "special": True}]
+    (tmp_path / "elsewhere" / "renamed.json").write_text(json.dumps(other))
+    refused = run_cli("run", str(tmp_path / "b.yaml"), address=ray_address)
+    assert refused.returncode == 2 and "holds a dataset made with tokenizer" in refused.stderr, refused.stderr[-800:]

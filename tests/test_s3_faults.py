@@ -72,7 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(SLOWDOWN)))
             self.end_headers()
-            self.wfile.write(SLOWDOWN)
+            if self.command != "HEAD":  # as S3 does: a reply to HEAD has no body (one would garble the next reply)
+                self.wfile.write(SLOWDOWN)
             return
         up = http.client.HTTPConnection(self.server.upstream.hostname, self.server.upstream.port, timeout=30)
         headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
@@ -84,9 +85,11 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in reply.getheaders():
             if key.lower() not in ("transfer-encoding", "connection", "content-length"):
                 self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
+        head = self.command == "HEAD"  # its Content-Length is the object's size, and it has no body
+        self.send_header("Content-Length", reply.getheader("Content-Length", "0") if head else str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        if not head:
+            self.wfile.write(data)
         up.close()
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any

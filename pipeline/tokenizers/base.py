@@ -102,11 +102,22 @@ class Tokenizer:
 
     @property
     def fingerprint(self) -> str:
-        # add_eos changes the shards (it is in the spec hash) but not the tokenizer's vocabulary
+        """The tokenizer by content: kind, options and its files' bytes, not their names or where they are
+        (a moved or renamed tokenizer file is the same tokenizer). add_eos changes the shards (it is in the
+        spec hash) but not the vocabulary."""
+        return self._fingerprint(with_names=False)
+
+    @property
+    def named_fingerprint(self) -> str:
+        """The fingerprint as tokenmill computed it before it ignored file names (indexes written then hold it)."""
+        return self._fingerprint(with_names=True)
+
+    def _fingerprint(self, with_names: bool) -> str:
         options = sorted((k, v) for k, v in self.options().items() if k != "add_eos")
         h = hashlib.sha256(f"{self.kind}\n{options}\n".encode())
         for path in self.files():
-            h.update(path.name.encode() + b"\n" + path.read_bytes())
+            data = path.read_bytes()
+            h.update(path.name.encode() + b"\n" + data if with_names else b"%d\n" % len(data) + data)
         return h.hexdigest()
 
     def describe(self) -> dict[str, Any]:
