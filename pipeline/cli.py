@@ -147,7 +147,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pipeline.status import dataset_status, format_status
     status = dataset_status(args.out)
     print(json.dumps(status, indent=1, sort_keys=True) if args.json else format_status(status))
-    return 0
+    return 1 if status["problems"] else 0  # a script can tell a folder the next run must repair
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -77,7 +77,7 @@ def test_damaged_output_folder_heals_and_touches_nothing_else(tmp_path, bpe_toke
         (out / rel).write_text(text)
 
     status = run_cli("status", str(out))
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == 1, status.stderr  # problems listed: a script can tell
     assert "shards/NOTES.txt" in status.stdout and "shards/.nv-meta" in status.stdout
     assert status.stdout.count("problem:") == 6  # the index and five entries, one line each
     assert "with problems" in status.stdout and "5 with an invalid ledger entry" in status.stdout
@@ -92,6 +92,7 @@ def test_damaged_output_folder_heals_and_touches_nothing_else(tmp_path, bpe_toke
         assert entry.name in log, f"{entry.name} is not named"
     assert "4 redone" in healed.stdout
     assert healed.stdout.count("  repaired: ") == 6, healed.stdout  # what was wrong, named in the summary
+    assert run_cli("status", str(out)).returncode == 0  # nothing left to repair
     assert not stale.exists()
     assert _shards(out) == _shards(tmp_path / "clean")
     index, clean = (json.loads((d / layout.INDEX).read_text()) for d in (out, tmp_path / "clean"))
