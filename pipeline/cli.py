@@ -95,7 +95,10 @@ def print_summary(summary, report_path: str | None = None, report_s: float = 0.0
           + (f"{summary.units_reformatted} given the new formats from their shards, " if summary.units_reformatted
              else "") + f"{summary.units_redone} redone, "
           f"{len(summary.units_failed)} failed, {summary.retries} retries")
-    if summary.units_run == 0:
+    if summary.units_run == 0 and summary.units_reformatted:
+        print(f"  this run: nothing tokenized; {plural(summary.units_reformatted, 'committed unit')} given the "
+              "new formats from their shards")
+    elif summary.units_run == 0:
         print("  this run: nothing to do (every planned unit is already committed)")
     else:
         print(f"  this run: {plural(r.n_samples, 'sample')}, {plural(r.n_tokens, 'token')}, "

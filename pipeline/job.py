@@ -232,7 +232,7 @@ def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokeniz
     kept in _engine.json and reused by later (nightly) runs, which then start without the probe.
     """
     if not todo and previous:
-        return previous.tokenizer.engine or tokenizer.engine, {"reason": "nothing to run; index unchanged"}
+        return previous.tokenizer.engine or tokenizer.engine, {"reason": "nothing to tokenize; the index's engine"}
     if spec.source.modality not in TEXT_MODALITIES:
         return tokenizer.engine, {}
     if getattr(spec.tokenizer, "engine", None) != "auto":  # asked for one, or a kind with a single engine

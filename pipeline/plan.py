@@ -26,11 +26,12 @@ from pipeline.storage import filesystem
 __all__ = ["InputFile", "InputRef", "WorkUnit", "cut_units", "list_inputs", "make_plan", "plan_summary"]
 
 _MAX_UNIT_FACTOR = 4  # a unit of small files never grows past 4x unit_bytes
-# A big lines/jsonl/parquet file is cut into at least SPLIT_PIECES units (2 workers x 2 units each), never into
-# units under MIN_SPLIT_BYTES nor over unit_bytes: a single 40 MB file keeps 2 workers busy. A function of the
-# file alone, never of the cluster, so the same corpus gives the same units (and shards) on any cluster.
+# A big lines/jsonl/parquet file is cut into SPLIT_PIECES units (2 workers x 2 units each) or more, never into
+# units under MIN_SPLIT_BYTES nor over unit_bytes: 4 units from 16 MiB up, so a single 20 or 40 MB file keeps
+# 2 workers busy. A function of the file alone, never of the cluster, so the same corpus gives the same units
+# (and shards) on any cluster.
 SPLIT_PIECES = 4
-MIN_SPLIT_BYTES = 8 << 20
+MIN_SPLIT_BYTES = 4 << 20
 
 
 def piece_bytes(size: int, unit_bytes: int) -> int:

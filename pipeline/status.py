@@ -27,7 +27,7 @@ def dataset_status(out: str, storage_options: dict[str, Any] | None = None) -> d
     this_run = [e for e in entries if e.run.started >= started - 1e-6]
     finished = (state.finished if state else None) or time.time()
     unfinished = state_name.startswith(("running", "interrupted"))
-    problems = _problems(index, index_problem, scan.problems, entries)
+    problems = _problems(index, index_problem, scan.problems, entries, running=unfinished)
     if problems and state_name == "finished":
         state_name = "finished, with problems (below)"
     return {
@@ -46,10 +46,11 @@ def dataset_status(out: str, storage_options: dict[str, Any] | None = None) -> d
     }
 
 
-def _problems(index, index_problem: str | None, ledger_problems: dict[str, str], entries: list) -> list[str]:
-    """What the next run will repair, one line each."""
+def _problems(index, index_problem: str | None, ledger_problems: dict[str, str], entries: list,
+              running: bool = False) -> list[str]:
+    """What the next run will repair, one line each (a run under way has no index yet: not a problem)."""
     out = [index_problem] if index_problem else []
-    if index is None and index_problem is None and entries:
+    if index is None and index_problem is None and entries and not running:
         out.append(f"no {layout.INDEX}: the ledger holds {len(entries)} committed units, but no index names them")
     return out + sorted(ledger_problems.values())
 
@@ -74,7 +75,8 @@ def format_status(s: dict[str, Any]) -> str:
              f"empty (skipped) {s.get('empty', 0):,}, {latest}"]
     lines += [f"  problem: {p}" for p in s["problems"]]
     if s["problems"]:
-        lines.append("  run the job again: it redoes those units and rebuilds the index")
+        lines.append("  run the job again: it " + ("redoes those units and rebuilds the index" if s["units_invalid"]
+                                                 else "rebuilds the index from the ledger"))
     if s["foreign"]:
         lines.append(f"  not tokenmill's (left as they are): {', '.join(s['foreign'])}")
     return "\n".join(lines)

@@ -79,8 +79,8 @@ def test_parquet_units_are_row_group_ranges(tmp_path):
 
 
 def test_a_big_file_is_cut_for_every_worker_and_by_the_file_alone(tmp_path):
-    """A 40 MB jsonl file with the default unit_bytes (64 MiB) gives 4 units of ~10 MB (2 workers x 2), the same
-    whatever the cluster; a small file stays whole (units never under 8 MiB); a unit_bytes set lower is kept."""
+    """A 40 MB (and a 20 MB) jsonl file with the default unit_bytes (64 MiB) gives 4 units (2 workers x 2), the same
+    whatever the cluster; a small file stays whole (units never under 4 MiB); a unit_bytes set lower is kept."""
     line = json.dumps({"text": "def f(x):\n    return x + 1\n" * 40}) + "\n"
     big = tmp_path / "big" / "data.jsonl"
     big.parent.mkdir()
@@ -90,7 +90,9 @@ def test_a_big_file_is_cut_for_every_worker_and_by_the_file_alone(tmp_path):
     assert sum(u.n_bytes for u in units) == big.stat().st_size
     small = tmp_path / "small" / "data.jsonl"
     small.parent.mkdir()
-    small.write_text(line * (6_000_000 // len(line)))
+    small.write_text(line * (3_000_000 // len(line)))
     assert len(cut_units(spec_for(small.parent, "jsonl", unit_bytes="64MiB"), list_inputs([str(small.parent)]))) == 1
+    small.write_text(line * (20_000_000 // len(line)))
+    assert len(cut_units(spec_for(small.parent, "jsonl", unit_bytes="64MiB"), list_inputs([str(small.parent)]))) == 4
     fine = cut_units(spec_for(big.parent, "jsonl", unit_bytes="4MiB"), list_inputs([str(big.parent)]))
     assert len(fine) == -(-big.stat().st_size // (4 << 20))

@@ -61,7 +61,8 @@ class DecodedCorpus:
                         return
         finally:
             if self.skipped:
-                log.warning("skipped %d bad input(s) while sampling the corpus", self.skipped)
+                more = f" (the first {_REASONS_LOGGED} named above)" if self.skipped > _REASONS_LOGGED else ""
+                log.warning("skipped %d bad input(s) while sampling the corpus%s", self.skipped, more)
 
 
 def iter_decoded(source: "SourceSpec", max_bytes: int, hints: dict[str, Any] | None = None) -> DecodedCorpus:
