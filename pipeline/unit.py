@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 
 BATCH_DOCS = 1024          # documents per engine call: large batches amortise the call
 BATCH_BYTES = 4 << 20      # ... or 4 MiB of input, whichever comes first
+# a unit's phases, timed into its ledger entry (run.phases): reading and decoding its records (the reader and
+# decoders interleave), the engine's calls, building the records and the Arrow table, the stages, serialising
+# each format, hashing the files, writing them atomically (fsync included). The rest of run.seconds is the
+# commit: the quarantine file and the ledger entry itself.
+PHASES = ("read_decode", "encode", "build", "stages", "serialize", "hash", "write")
 
 
 def source_extension(record: RawRecord) -> str:
@@ -85,12 +90,16 @@ class UnitProcessor:
 
     def __call__(self, unit: WorkUnit, attempt: int = 1) -> LedgerEntry:
         started = time.time()
+        self.phases = dict.fromkeys(PHASES, 0.0)
+        clock = time.perf_counter()
         table, errors = self.tokenize_unit(unit)
+        self.phases["read_decode"] = time.perf_counter() - clock - self.phases["encode"] - self.phases["build"]
         stage_stats = {}
         for stage in self.stages:
             stage_started = time.perf_counter()
             table = self._run_stage(stage, table, errors)
             stage_stats[stage.name] = {**stage.stats, "seconds": round(time.perf_counter() - stage_started, 4)}
+            self.phases["stages"] += stage_stats[stage.name]["seconds"]
         table = self.relative_names(table)
         try:
             files = self.write_shards(unit, table)
@@ -163,6 +172,7 @@ class UnitProcessor:
                 self._encode(pending, rows, texts, batches, errors)
                 pending, pending_bytes = [], 0
         self._encode(pending, rows, texts, batches, errors)
+        clock = time.perf_counter()
         batch = TokenBatch.concat(batches)
         rows["extra"] = {}
         if self.needs_text:
@@ -170,7 +180,14 @@ class UnitProcessor:
         if self.spec.sink.keep_source:
             rows["extra"]["_source"] = pa.array(rows.pop("_source"), pa.large_binary())
             rows["extra"]["_source_ext"] = pa.array(rows.pop("_source_ext"), pa.string())
-        return build_table(rows, batch, self.dtype, self.metadata, batch.shapes), errors
+        table = build_table(rows, batch, self.dtype, self.metadata, batch.shapes)
+        self._add("build", clock)
+        return table, errors
+
+    def _add(self, phase: str, since: float) -> None:
+        """Add the time since `since` to a phase of the unit being processed."""
+        if hasattr(self, "phases"):
+            self.phases[phase] += time.perf_counter() - since
 
     def _quarantine(self, errors: list[Quarantined], item: Quarantined) -> None:
         if self.spec.on_error == "fail" and item.stage != EMPTY:
@@ -183,6 +200,7 @@ class UnitProcessor:
         if not pending:
             return
         payloads = [p for _, p in pending]
+        clock = time.perf_counter()
         try:
             batches.append(self._encode_checked(payloads))
             kept = pending
@@ -195,6 +213,8 @@ class UnitProcessor:
                 except Exception as exc:  # noqa: BLE001
                     self._quarantine(errors, Quarantined(record.source, record.member,
                                                          f"tokenizer failed: {type(exc).__name__}: {exc}", "tokenize"))
+        self._add("encode", clock)
+        clock = time.perf_counter()
         modality = self.spec.source.modality
         for record, payload in kept:
             rows["id"].append(record.id)
@@ -208,6 +228,7 @@ class UnitProcessor:
                 data = record.data.encode("utf-8") if isinstance(record.data, str) else record.data
                 rows.setdefault("_source", []).append(data)
                 rows.setdefault("_source_ext", []).append(source_extension(record))
+        self._add("build", clock)
 
     def _encode_checked(self, payloads: list[Any]) -> TokenBatch:
         """encode_batch, refusing ids outside the vocabulary (the shard could not hold them)."""
@@ -223,12 +244,18 @@ class UnitProcessor:
         files = {}
         public = public_columns(table)
         for fmt in self.spec.sink.formats:
+            clock = time.perf_counter()
             written = files_for(fmt)(table if fmt == "webdataset" else public, unit.shard_name)  # the tar may carry the source member
+            self._add("serialize", clock)
+            clock = time.perf_counter()
             for rel, data in written.items():
                 self.storage.write_atomic(rel, data)
+            self._add("write", clock)
+            clock = time.perf_counter()
             path = layout.shard_file(unit.shard_name, fmt)
             data = written[path]
             files[fmt] = {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            self._add("hash", clock)
         return files
 
     def write_errors(self, unit: WorkUnit, errors: list[Quarantined]) -> None:
@@ -249,7 +276,8 @@ class UnitProcessor:
             n_bytes=int(pc.sum(table.column("n_bytes")).as_py() or 0), n_errors=len(errors) - n_empty,
             n_empty=n_empty, stage_stats=stage_stats,
             run={"host": socket.gethostname(), "pid": os.getpid(), "started": started, "finished": finished,
-                 "seconds": round(finished - started, 4), "attempt": attempt, "engine": self.tokenizer.engine})
+                 "seconds": round(finished - started, 4), "attempt": attempt, "engine": self.tokenizer.engine,
+                 "phases": {k: round(v, 4) for k, v in getattr(self, "phases", {}).items()}})
 
 
 def suspect_units(entries: list[LedgerEntry], units: list[WorkUnit], max_fraction: float) -> dict[str, str]:

@@ -33,6 +33,18 @@ def test_empty_files_are_skipped_apart_from_bad_input_even_with_on_error_fail(tm
     assert set(listed.column("stage").to_pylist()) == {"empty"} and listed.num_rows == n_empty
 
 
+def test_the_ledger_says_where_a_units_time_went(tmp_path):
+    from pipeline.unit import PHASES
+    copy_stdlib(tmp_path / "corpus", ("json",))
+    spec = make_spec(tmp_path)
+    entries = [UnitProcessor(spec)(u) for u in make_plan(spec)]
+    for entry in entries:
+        phases = entry.run.phases
+        assert set(phases) == set(PHASES) and all(v >= 0 for v in phases.values())
+        assert phases["encode"] > 0 and phases["write"] > 0 and phases["hash"] > 0
+        assert sum(phases.values()) <= entry.run.seconds + 1e-3  # the rest is the commit
+
+
 def test_unit_commits_shards_then_ledger_and_keeps_sources(tmp_path):
     files = copy_stdlib(tmp_path / "corpus", ("json",))
     (tmp_path / "corpus" / "empty.py").write_bytes(b"")

@@ -86,6 +86,8 @@ class RunInfo(_Record):
     seconds: float = 0.0
     attempt: int = 1
     engine: str = ""
+    # seconds of the unit in each phase (pipeline.unit.PHASES): where a worker's time goes
+    phases: dict[str, float] = {}
 
 
 def _check_files(shard: str, files: dict[str, ShardFile]) -> None:

@@ -173,7 +173,17 @@ def pipeline_speed(spec, workers: int, text_bytes: int) -> dict[str, Any]:
             "wall_mb_s": text_bytes / wall / 1e6, "file_mb_s": n_bytes / span / 1e6, "units": len(entries),
             "n_samples": summary.run_totals.n_samples, "n_tokens": summary.run_totals.n_tokens,
             "failed": len(summary.units_failed),
-            "peak_rss_gib": peaks}
+            "peak_rss_gib": peaks, "phases": phase_shares(entries)}
+
+
+def phase_shares(entries) -> dict[str, float]:
+    """Share of the units' own seconds in each phase (pipeline.unit.PHASES), from the ledger; `commit` is the
+    rest (the quarantine file and the ledger entry's write)."""
+    from pipeline.unit import PHASES
+    total = sum(e.run.seconds for e in entries) or 1.0
+    shares = {p: sum(e.run.phases.get(p, 0.0) for e in entries) / total for p in PHASES}
+    shares["commit"] = max(0.0, 1.0 - sum(shares.values()))
+    return shares
 
 
 def probe_choice(tokenizer: Path, docs: list[str], probe_bytes: int = 2 << 20) -> dict[str, Any]:
@@ -243,6 +253,12 @@ def format_result(result: dict[str, Any]) -> str:
         ratio = f"{run['mb_s'] / raw['mb_s']:.2f}x" if run else "-"
         lines.append(f"| {engine} | {raw['mb_s']:.2f} | {raw['mismatched_docs']} | {run.get('mb_s', 0):.2f} "
                      f"| {ratio} | {run.get('wall_s', 0):.1f} | {', '.join(map(str, run.get('peak_rss_gib', [])))} |")
+    phases = [(engine, run["phases"]) for engine, run in result["pipeline"].items() if run.get("phases")]
+    if phases:
+        names = list(phases[0][1])
+        lines += ["", "Where a worker's time goes (share of the units' own seconds, from the ledger's run.phases):", "",
+                  "| engine | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {engine} | " + " | ".join(f"{shares[n]:.0%}" for n in names) + " |" for engine, shares in phases]
     return "\n".join(lines)
 
 
