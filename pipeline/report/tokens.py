@@ -7,7 +7,6 @@ UTF-8 come back as Python's surrogate escapes, which pipeline.report.fmt.visible
 """
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from dataclasses import dataclass, field
@@ -43,7 +42,10 @@ def vocabulary(ds: Dataset) -> Vocabulary:
         if tok.kind == "hf" and tok.files:
             return hf_vocabulary(json.loads(_read(ds, tok.files[0])))
         if tok.kind == "tiktoken" and tok.files:
-            return tiktoken_vocabulary(_read(ds, tok.files[0]), tok.eos_id)
+            with ds.fs.open(ds.path(tok.files[0]), "rb") as f:  # plain or .gz, read as the tokenizer reads it
+                data = f.read()
+            specials = (tok.model_extra or {}).get("special_tokens") or {}
+            return tiktoken_vocabulary(data, tok.eos_id, {int(i): name for name, i in specials.items()})
     except (OSError, ValueError, KeyError, TypeError) as err:  # a report without token texts beats no report
         log.warning("cannot read token texts from %s: %s", tok.files[0], err)
     return Vocabulary(special=_eos(tok.eos_id, "<eos>"))
@@ -87,11 +89,9 @@ def _piece(token: str, inverse: dict[str, int]) -> bytes:
     return token.replace("▁", " ").encode("utf-8")
 
 
-def tiktoken_vocabulary(text: str, eos_id: int | None) -> Vocabulary:
-    """A .tiktoken file (base64 token, rank per line); EOS follows the ranks."""
-    pieces = {}
-    for line in text.splitlines():
-        if line.strip():
-            token, rank = line.split()
-            pieces[int(rank)] = base64.b64decode(token)
-    return Vocabulary(pieces, _eos(eos_id, "<|endoftext|>"))
+def tiktoken_vocabulary(data: bytes | str, eos_id: int | None, special: dict[int, str] | None = None) -> Vocabulary:
+    """A .tiktoken file (base64 token, rank per line; plain or gzip), read by the tokenizer's own parser;
+    special tokens by id (the index's), else EOS as `<|endoftext|>`."""
+    from pipeline.tokenizers.tiktoken_file import parse_ranks
+    ranks = parse_ranks(data.encode() if isinstance(data, str) else data, "tokenizer file")
+    return Vocabulary({rank: token for token, rank in ranks.items()}, special or _eos(eos_id, "<|endoftext|>"))

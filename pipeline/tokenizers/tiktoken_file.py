@@ -88,7 +88,11 @@ def tiktoken_numpy(enc: Any, threads: int, allowed: set[str],
 
 def read_ranks(path: Path) -> dict[bytes, int]:
     """The ranks of a .tiktoken file (gzip or plain), or a SpecError naming the line that is wrong."""
-    data = path.read_bytes()
+    return parse_ranks(path.read_bytes(), path)
+
+
+def parse_ranks(data: bytes, path: Path | str) -> dict[bytes, int]:
+    """The ranks in the bytes of a .tiktoken file (gzip or plain); `path` names it in errors."""
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)

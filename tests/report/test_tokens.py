@@ -48,3 +48,13 @@ def test_tiktoken_file():
     words = tiktoken_vocabulary("\n".join(lines) + "\n", eos_id=4)
     assert [visible(words.text(i)) for i in range(4)] == ["␣", "\\n", "<0xE2><0x80>", "def"]
     assert words.special == {4: "<|endoftext|>"}
+
+
+def test_the_real_gzipped_o200k_file_gives_token_texts_and_its_special_names():
+    from tests.tokenizers.production import rank_file, reference_encoding
+    enc = reference_encoding("o200k_base")
+    words = tiktoken_vocabulary(rank_file("o200k_base").read_bytes(), enc.eot_token,
+                                {199999: "<|endoftext|>", 200018: "<|endofprompt|>"})
+    ids = enc.encode_ordinary("def tokenize(text):\n    return text")
+    assert b"".join(words.pieces[i] for i in ids) == b"def tokenize(text):\n    return text"
+    assert words.special == {199999: "<|endoftext|>", 200018: "<|endofprompt|>"}
