@@ -40,6 +40,7 @@ def dataset_status(out: str, storage_options: dict[str, Any] | None = None) -> d
         "errors": sum(e.n_errors for e in entries), "empty": sum(e.n_empty for e in entries),
         "run_mb_s": mb_per_s(sum(e.n_bytes for e in this_run), finished - started) if this_run else 0.0,
         "nothing_to_do": bool(state) and state.units_todo == 0,
+        "units_reformatted": int(((state.summary or {}) if state else {}).get("units_reformatted", 0)),
         "index_totals": index.totals.to_json() if index else None,
         "problems": problems,
         "foreign": folder.foreign(),
@@ -66,7 +67,10 @@ def _driver_alive(folder: DatasetFolder) -> bool:
 
 def format_status(s: dict[str, Any]) -> str:
     from pipeline.humanize import sig3
-    latest = "latest run: nothing to do" if s["nothing_to_do"] else f"latest run {sig3(s['run_mb_s'])} MB/s"
+    if s["nothing_to_do"] and s.get("units_reformatted"):
+        latest = f"latest run: nothing tokenized, {s['units_reformatted']} units given the new formats"
+    else:
+        latest = "latest run: nothing to do" if s["nothing_to_do"] else f"latest run {sig3(s['run_mb_s'])} MB/s"
     lines = [f"{s['output']}: {s['state']}",
              f"  units: {s['units_committed']}/{s['units_total']} committed, {s['units_pending']} pending"
              + (f", {s['units_invalid']} with an invalid ledger entry" if s["units_invalid"] else "")
