@@ -270,6 +270,8 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     if not named:
         engine, engine_report = _engine_for(spec, previous, tokenizer, todo, storage)
     copy_tokenizer(storage, tokenizer)
+    if previous is None:  # a first run: an index that says what the dataset is, so followers can start now
+        write_provisional_index(spec, ledger, tokenizer, engine, units, spec_hash)
     state = RunState(state="running", name=spec.name, units_total=len(units), units_todo=len(todo),
                      started=started, host=socket.gethostname(), pid=os.getpid(), engine=engine)
     _write_state(storage, state)
@@ -308,6 +310,16 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     _write_state(storage, state.model_copy(update={"state": "failed" if outcome.failed else "finished",
                                                    "finished": finished, "summary": done}))
     return summary
+
+
+def write_provisional_index(spec: JobSpec, ledger: Ledger, tokenizer: Tokenizer, engine: str,
+                            units: list[WorkUnit], spec_hash: str) -> None:
+    """dataset.json before a first run's units: the header (tokenizer, dtype, formats) and the shards already
+    committed (a resumed first run's), `complete: false`. A loader with `follow=True` reads it for the tokenizer
+    and the ledger for the shards committed since; the end of the run rewrites it."""
+    from pipeline.unit import output_dtype
+    header = index_header(spec, tokenizer, engine, output_dtype(spec, tokenizer), spec_hash)
+    write_index(ledger.storage, build_index(ledger.scan().entries, units, header, ledger.folder.shard_sizes()))
 
 
 def _reformat_committed(ledger: Ledger, spec: JobSpec, todo: list[WorkUnit],

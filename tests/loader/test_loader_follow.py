@@ -106,3 +106,29 @@ def _state_after(out: Path, steps: int, batch_size: int) -> dict:
     ds = _follower(out, batch_size=batch_size)
     list(itertools.islice(iter(ds), steps))
     return ds.state_dict()
+
+
+def test_follow_a_first_run_before_it_ends(tmp_path: Path, bpe_tokenizer: Path, ray_address: str) -> None:
+    """A first run writes a provisional dataset.json (its header, no shard yet, complete: false) before its
+    units, so a follower can start while it runs. Here the driver dies right after the units commit (as by
+    SIGKILL, chosen by TOKENMILL_TEST_CRASH_AT): the follower still reads every committed shard, in commit
+    order, and the rerun completes the index."""
+    from pipeline.job import CRASH_ENV
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    copy_stdlib(corpus, ("json",))
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: first\nsource: {{uri: {corpus}, format: files, modality: code, unit_bytes: 16KiB}}\n"
+                   f"tokenizer: {{kind: hf, path: {bpe_tokenizer}}}\nsink: {{uri: {out}, formats: [arrow]}}\n"
+                   "report: false\n")
+    died = run_cli("run", str(job), address=ray_address, env={CRASH_ENV: "units-committed"})
+    assert died.returncode == 137, died.stderr[-2000:]
+    index = json.loads((out / "dataset.json").read_text())
+    assert index["shards"] == [] and index["complete"] is False and index["tokenizer"]["vocab_size"] > 0
+    committed = _commit_order(out)
+    assert len(committed) >= 3
+    follower = _follower(out, batch_size=1)
+    assert [s.name for s in follower.index.shards] == committed
+    assert sum(1 for _ in _windows(follower, 0)) > 0
+    assert run_cli("run", str(job), address=ray_address).returncode == 0
+    final = json.loads((out / "dataset.json").read_text())
+    assert final["complete"] is True and sorted(s["name"] for s in final["shards"]) == sorted(committed)
