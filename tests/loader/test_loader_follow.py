@@ -27,6 +27,14 @@ def _follower(out: Path, **kw: object) -> TokenDataset:
     return TokenDataset(str(out), SEQ, seed=3, shuffle_buffer=32, follow=True, settle_s=0, **kw)
 
 
+def _job(tmp_path: Path, name: str, corpus: Path, out: Path, tok: Path) -> Path:
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: {name}\nsource: {{uri: {corpus}, format: files, modality: code, unit_bytes: 16KiB}}\n"
+                   f"tokenizer: {{kind: hf, path: {tok}}}\nsink: {{uri: {out}, formats: [arrow]}}\n"
+                   "report: false\n")
+    return job
+
+
 def _commit_order(out: Path) -> list[str]:
     """Shard names of the ledger in commit order, read with plain json (not the loader's reader)."""
     entries = [json.loads(p.read_text()) for p in sorted((out / "_ledger").glob("*.json"))]
@@ -42,10 +50,7 @@ def test_follow_while_a_job_commits(tmp_path: Path, bpe_tokenizer: Path, ray_add
                                     caplog: pytest.LogCaptureFixture) -> None:
     corpus, out = tmp_path / "corpus", tmp_path / "out"
     copy_stdlib(corpus, ("json",))
-    job = tmp_path / "job.yaml"
-    job.write_text(f"name: follow\nsource: {{uri: {corpus}, format: files, modality: code, unit_bytes: 16KiB}}\n"
-                   f"tokenizer: {{kind: hf, path: {bpe_tokenizer}}}\nsink: {{uri: {out}, formats: [arrow]}}\n"
-                   "report: false\n")
+    job = _job(tmp_path, "follow", corpus, out, bpe_tokenizer)
     assert run_cli("run", str(job), address=ray_address).returncode == 0
     trainer = _follower(out, batch_size=2)
     first = [s.name for s in trainer.index.shards]
@@ -116,10 +121,7 @@ def test_follow_a_first_run_before_it_ends(tmp_path: Path, bpe_tokenizer: Path, 
     from pipeline.job import CRASH_ENV
     corpus, out = tmp_path / "corpus", tmp_path / "out"
     copy_stdlib(corpus, ("json",))
-    job = tmp_path / "job.yaml"
-    job.write_text(f"name: first\nsource: {{uri: {corpus}, format: files, modality: code, unit_bytes: 16KiB}}\n"
-                   f"tokenizer: {{kind: hf, path: {bpe_tokenizer}}}\nsink: {{uri: {out}, formats: [arrow]}}\n"
-                   "report: false\n")
+    job = _job(tmp_path, "first", corpus, out, bpe_tokenizer)
     died = run_cli("run", str(job), address=ray_address, env={CRASH_ENV: "units-committed"})
     assert died.returncode == 137, died.stderr[-2000:]
     index = json.loads((out / "dataset.json").read_text())
