@@ -142,3 +142,31 @@ def test_a_stage_that_fails_on_some_records_quarantines_those(tmp_path):
     assert entry.n_samples == 4 and entry.n_errors == 2
     assert {(e["stage"], e["reason"]) for e in bad_errors(tmp_path / "out")} == {
         ("stage", "stage picky failed: ValueError: cannot stage this record")}
+
+
+def test_batches_are_cast_to_the_shards_dtype_and_concatenated_in_it():
+    import numpy as np
+    from pipeline.tokenizers.base import TokenBatch
+    parts = [TokenBatch.from_flat(np.array(ids, np.uint32), np.array(offs), 7).astype("uint16")
+             for ids, offs in (([1, 2, 3], [0, 2, 3]), ([65535], [0, 1]))]
+    batch = TokenBatch.concat(parts)
+    assert batch.values.dtype == np.uint16  # no round trip through uint32 before the shard column
+    assert batch.values.tolist() == [1, 2, 7, 3, 7, 65535, 7] and batch.offsets.tolist() == [0, 3, 5, 7]
+    mixed = TokenBatch.concat([parts[0], TokenBatch.from_flat(np.array([70000], np.uint32), np.array([0, 1]))])
+    assert mixed.values.dtype == np.uint32 and mixed.values.tolist()[-1] == 70000
+
+
+def test_the_first_unit_of_a_worker_finds_the_shard_writers_warm(tmp_path):
+    """The processor builds and serialises an empty shard when it is made: pyarrow's lazy imports (pandas
+    among them) happen then, not inside the first unit's build phase."""
+    import subprocess
+    import sys
+    import pytest
+    pytest.importorskip("pandas")  # what pyarrow imports lazily, when it is installed
+    copy_stdlib(tmp_path / "corpus", ("json",))
+    code = ("import sys; from pipeline.spec import parse_spec; from pipeline.unit import UnitProcessor; "
+            f"spec = parse_spec({make_spec(tmp_path).model_dump(mode='json', exclude_unset=True)!r}); "
+            "before = 'pandas' in sys.modules; UnitProcessor(spec); print(before, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout.split()
+    assert out == ["False", "True"]

@@ -112,4 +112,5 @@ def _parse(uri: str, offset: int, line: bytes, field: str) -> RawRecord | Quaran
     meta: dict[str, Any] = {k: v for k, v in obj.items()
                             if k != field and isinstance(v, (str, int, float, bool)) and len(str(v)) <= 256}
     # n_bytes is the text's own UTF-8 size, as for every format (not the JSON line with its escapes and fields)
-    return RawRecord(f"{uri}@{offset}", uri, text, len(text.encode("utf-8")), member=member, meta=meta)
+    n_bytes = len(text) if text.isascii() else len(text.encode("utf-8"))  # isascii is a flag check: no copy
+    return RawRecord(f"{uri}@{offset}", uri, text, n_bytes, member=member, meta=meta)

@@ -16,7 +16,7 @@ from pipeline.dataset import layout
 class TokenBatch:
     """Token ids of many samples as one flat array plus offsets (never lists of lists)."""
 
-    values: np.ndarray   # uint32, all samples' tokens back to back
+    values: np.ndarray   # all samples' tokens back to back: uint32 from an engine, a shard's dtype once cast
     offsets: np.ndarray  # int64, len n+1; sample i is values[offsets[i]:offsets[i+1]]
     shapes: list[list[int]] | None = None  # token grid per sample; None means [length]
 
@@ -31,13 +31,19 @@ class TokenBatch:
         """One batch from several, in order."""
         if not parts:
             return cls(np.zeros(0, np.uint32), np.zeros(1, np.int64))
-        values = np.concatenate([p.values for p in parts]).astype(np.uint32, copy=False)
+        dtypes = {p.values.dtype for p in parts}  # parts already in a shard's dtype stay in it (no second copy)
+        values = np.concatenate([p.values for p in parts]).astype(dtypes.pop() if len(dtypes) == 1 else np.uint32,
+                                                                   copy=False)
         starts = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
         offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, starts)]).astype(np.int64)
         shapes = None
         if any(p.shapes is not None for p in parts):
             shapes = [s for p in parts for s in (p.shapes or [[int(n)] for n in p.lengths()])]
         return cls(values, offsets, shapes)
+
+    def astype(self, dtype: str) -> "TokenBatch":
+        """The same batch with its ids in `dtype` (a shard's token dtype: each batch is cast while it is small)."""
+        return TokenBatch(self.values.astype(dtype, copy=False), self.offsets, self.shapes)
 
     @classmethod
     def from_lists(cls, seqs: Sequence[Sequence[int]], eos_id: int | None = None) -> "TokenBatch":
