@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.dataset import layout
 from pipeline.dataset.read import DatasetFolder, LedgerScan
@@ -253,12 +253,29 @@ def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokeniz
     return engine, report
 
 
+def _while_ray_starts(start_ray: bool, options: RunOptions, probe: Callable[..., Any], *args: Any) -> Any:
+    """probe(*args); with start_ray, on a thread while this (main) thread joins or starts Ray, whose start-up
+    (~4 s for an embedded Ray on 2 cores) then hides the probe's time. The probe's errors are raised here."""
+    if not start_ray:
+        return probe(*args)
+    from concurrent.futures import ThreadPoolExecutor
+    from pipeline import runner
+    with ThreadPoolExecutor(1, thread_name_prefix="engine-probe") as pool:
+        probed = pool.submit(probe, *args)
+        try:
+            runner.connect(options.address, options.num_cpus)
+        finally:
+            result = probed.result()  # joined before any error of connect propagates
+    return result
+
+
 def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: list[WorkUnit],
                 previous: DatasetIndex | None, started: float, options: RunOptions, lease: RunLease) -> RunSummary:
     ledger = Ledger(storage)
     named = named_engine(spec)
+    first_run = previous is None and bool(units)  # there is work for Ray: start it while the engine is probed
     if named:  # probed over the whole plan first: its ids decide whether the engine is in the spec hash
-        engine, engine_report = select_engine(spec, units)
+        engine, engine_report = _while_ray_starts(first_run, options, select_engine, spec, units)
         spec_hash = spec.spec_hash(None if _probed_exact(engine_report, engine) else engine)
     else:
         spec_hash = spec.spec_hash()
@@ -268,7 +285,8 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     for unit_id, reason in sorted(redo.items()):
         log.warning("unit %s is redone: %s", unit_id, reason)
     if not named:
-        engine, engine_report = _engine_for(spec, previous, tokenizer, todo, storage)
+        engine, engine_report = _while_ray_starts(first_run and bool(todo), options, _engine_for, spec, previous,
+                                                  tokenizer, todo, storage)
     copy_tokenizer(storage, tokenizer)
     if previous is None:  # a first run: an index that says what the dataset is, so followers can start now
         write_provisional_index(spec, ledger, tokenizer, engine, units, spec_hash)

@@ -27,3 +27,25 @@ def test_probe_verdict_is_kept_and_reused(tmp_path, bpe_tokenizer, ray_address):
     third = run_cli("run", str(job), address=ray_address)
     assert third.returncode == 0 and "probe verdict kept" not in third.stdout
     assert json.loads((tmp_path / "out" / layout.ENGINE_CHOICE).read_text())["engine"] == kept["engine"]
+
+
+def test_a_first_run_probes_on_a_thread_while_ray_starts_and_raises_the_probes_error(ray_address):
+    import threading
+
+    import pytest
+
+    from pipeline.errors import SpecError
+    from pipeline.job import RunOptions, _while_ray_starts
+    seen = []
+
+    def probe(x):
+        seen.append(threading.current_thread().name)
+        return x * 2
+    assert _while_ray_starts(True, RunOptions(address=ray_address), probe, 21) == 42
+    assert _while_ray_starts(False, RunOptions(address=ray_address), probe, 1) == 2
+    assert seen[0].startswith("engine-probe") and seen[1] == threading.current_thread().name
+
+    def bad_probe():
+        raise SpecError("tokenizer.engine: gigatoken cannot load it")
+    with pytest.raises(SpecError, match="cannot load"):
+        _while_ray_starts(True, RunOptions(address=ray_address), bad_probe)
