@@ -295,7 +295,7 @@ def format_result(result: dict[str, Any]) -> str:
              f"auto: {result['auto']['engine']} ({result['auto']['reason']})", "",
              "| engine | raw MB/s (docs in memory) | raw MB/s (engine reads the file) | docs differing from hf "
              "| pipeline MB/s (steady) | pipeline / raw reading the file | pipeline / raw in memory "
-             "| wall s (run_job) | fixed cost s | peak RSS per worker (GiB) |",
+             "| wall s (tokenmill run) | fixed cost s | peak RSS per worker (GiB) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for engine, raw in result["raw"].items():
         run = result["pipeline"].get(engine, {})
