@@ -229,7 +229,8 @@ def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokeniz
     """The engine for this run's units; with nothing to run, the one the index already names.
 
     `engine: auto` probes once per output folder, tokenizer and engine versions: the verdict is
-    kept in _engine.json and reused by later (nightly) runs, which then start without the probe.
+    kept in _engine.json and reused by later (nightly) runs, which then start without the probe
+    (so is the verdict on an engine the spec names, `_probe_once`).
     """
     if not todo and previous:
         return previous.tokenizer.engine or tokenizer.engine, {"reason": "nothing to tokenize; the index's engine"}
@@ -237,18 +238,26 @@ def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokeniz
         return tokenizer.engine, {}
     if getattr(spec.tokenizer, "engine", None) != "auto":  # asked for one, or a kind with a single engine
         return select_engine(spec, todo)
+    return _probe_once(spec, todo, tokenizer, storage, asked=None)
+
+
+def _probe_once(spec: JobSpec, units: list[WorkUnit], tokenizer: Tokenizer, storage: Storage,
+                asked: str | None) -> tuple[str, dict]:
+    """select_engine(spec, units), or the verdict an earlier run kept in _engine.json for the same tokenizer,
+    engine versions and question (auto's choice, or the engine the spec names: `asked`)."""
     versions = engine_versions()
     try:
         cached = EngineChoice.parse(storage.read_bytes(layout.ENGINE_CHOICE), layout.ENGINE_CHOICE)
     except (FileNotFoundError, RecordError):
         cached = None
-    if cached and (cached.tokenizer_fingerprint, cached.versions) == (tokenizer.fingerprint, versions):
+    if cached and (cached.tokenizer_fingerprint, cached.versions, cached.asked) == (tokenizer.fingerprint, versions,
+                                                                                    asked):
         reason = f"{cached.report.get('reason', cached.engine)} (probe verdict kept in {layout.ENGINE_CHOICE})"
         log.info("tokenizer engine: %s (%s)", cached.engine, reason)
         return cached.engine, {**cached.report, "reason": reason}
-    engine, report = select_engine(spec, todo)
+    engine, report = select_engine(spec, units)
     choice = EngineChoice(tokenizer_fingerprint=tokenizer.fingerprint, versions=versions, engine=engine,
-                          report=json.loads(json.dumps(report, default=str)))
+                          report=json.loads(json.dumps(report, default=str)), asked=asked)
     storage.write_atomic(layout.ENGINE_CHOICE, choice.to_bytes())
     return engine, report
 
@@ -275,7 +284,8 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     named = named_engine(spec)
     first_run = previous is None and bool(units)  # there is work for Ray: start it while the engine is probed
     if named:  # probed over the whole plan first: its ids decide whether the engine is in the spec hash
-        engine, engine_report = _while_ray_starts(first_run, options, select_engine, spec, units)
+        engine, engine_report = _while_ray_starts(first_run, options, _probe_once, spec, units, tokenizer, storage,
+                                                  named)
         spec_hash = spec.spec_hash(None if _probed_exact(engine_report, engine) else engine)
     else:
         spec_hash = spec.spec_hash()

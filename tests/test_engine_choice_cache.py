@@ -29,6 +29,32 @@ def test_probe_verdict_is_kept_and_reused(tmp_path, bpe_tokenizer, ray_address):
     assert json.loads((tmp_path / "out" / layout.ENGINE_CHOICE).read_text())["engine"] == kept["engine"]
 
 
+def test_the_verdict_on_a_named_engine_is_kept_apart_from_autos(tmp_path, bpe_tokenizer, ray_address):
+    """A spec naming gigatoken probes it once (its exactness decides the spec hash); the next run reuses that
+    verdict, and an `auto` run on the same folder does not take it for auto's choice."""
+    copy_stdlib(tmp_path / "corpus", ("json",))
+    job = tmp_path / "job.yaml"
+
+    def write_job(engine: str) -> None:
+        job.write_text(f"name: named\nsource: {{uri: {tmp_path / 'corpus'}, modality: code}}\n"
+                       f"tokenizer: {{kind: hf, path: {bpe_tokenizer}, engine: {engine}}}\n"
+                       f"sink: {{uri: {tmp_path / 'out'}}}\nreport: false\n")
+    write_job("gigatoken")
+    first = run_cli("run", str(job), address=ray_address)
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = json.loads((tmp_path / "out" / layout.ENGINE_CHOICE).read_text())
+    assert kept["asked"] == "gigatoken" and kept["report"]["probe"]["gigatoken"]["exact"] is True
+    shutil.copyfile(STDLIB / "bisect.py", tmp_path / "corpus" / "bisect.py")
+    second = run_cli("run", str(job), address=ray_address)
+    assert second.returncode == 0 and f"probe verdict kept in {layout.ENGINE_CHOICE}" in second.stdout
+    assert " 0 redone," in second.stdout  # the same spec hash: the committed units stand
+    write_job("auto")
+    shutil.copyfile(STDLIB / "heapq.py", tmp_path / "corpus" / "heapq.py")
+    third = run_cli("run", str(job), address=ray_address)
+    assert third.returncode == 0 and "probe verdict kept" not in third.stdout
+    assert json.loads((tmp_path / "out" / layout.ENGINE_CHOICE).read_text())["asked"] is None
+
+
 def test_a_first_run_probes_on_a_thread_while_ray_starts_and_raises_the_probes_error(ray_address):
     import threading
 

@@ -237,12 +237,14 @@ class RunState(_Record):
 
 
 class EngineChoice(_Record):
-    """`_engine.json`: which engine `engine: auto` chose, for which tokenizer and engine versions."""
+    """`_engine.json`: which engine `engine: auto` chose, or the probe's verdict on an engine the spec named
+    (`asked`), for which tokenizer and engine versions."""
 
     tokenizer_fingerprint: str
     versions: dict[str, str]
     engine: str
     report: dict[str, Any] = {}
+    asked: str | None = None  # the engine the spec named; None: auto's choice
 
 
 QUARANTINE_FIELDS = ("uri", "member", "reason", "stage")
