@@ -54,10 +54,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.job, _overrides(args))
     summary = run_job(spec, RunOptions(address=args.address, num_cpus=args.num_cpus, show_progress=not args.quiet,
                                          verify=args.verify))
+    print_summary(summary)  # first: the report is built after the run's outcome is on the screen
+    sys.stdout.flush()
     report_began = time.time()
     report_path = _maybe_report(spec)
     ended = time.time()
-    print_summary(summary, report_path, report_s=ended - report_began, command_s=ended - began)
+    print_ending(report_path, report_s=ended - report_began, command_s=ended - began)
     if args.summary_json:
         with open(args.summary_json, "w") as f:
             json.dump(summary.to_json(), f, indent=1, sort_keys=True)
@@ -74,13 +76,12 @@ def _maybe_report(spec) -> str | None:
     return write_report(spec.sink.uri, storage_options=spec.sink.storage_options)
 
 
-def print_summary(summary, report_path: str | None = None, report_s: float = 0.0,
-                  command_s: float | None = None) -> None:
+def print_summary(summary) -> None:
     """The run summary (pipeline.job.RunSummary) as the lines a person reads after `tokenmill run`.
 
-    Each time figure says what it covers: units (first unit start to last commit), the run
-    (spec to index: Ray start-up, planning and the engine probe included), the report, and
-    the whole command, which is everything the user waited for.
+    Each time figure says what it covers: units (first unit start to last commit) and the run
+    (spec to index: Ray start-up, planning and the engine probe included). The report's time and
+    the whole command's, which is everything the user waited for, follow in print_ending.
     """
     from pipeline.humanize import plural, sig3
     t, r = summary.totals, summary.run_totals
@@ -125,6 +126,11 @@ def print_summary(summary, report_path: str | None = None, report_s: float = 0.0
               + (f" (+{len(summary.foreign) - 5} more)" if len(summary.foreign) > 5 else ""))
     for unit_id, message in sorted(summary.units_failed.items()):
         print(f"  FAILED {unit_id}: {message}")
+
+
+def print_ending(report_path: str | None, report_s: float, command_s: float | None) -> None:
+    """The summary's last lines, once the report (when on) is written: where it is and what the command took."""
+    from pipeline.humanize import sig3
     if report_path:
         print(f"  report: {report_path} (written in {sig3(report_s)} s)")
     if command_s is not None:
