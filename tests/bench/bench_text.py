@@ -323,7 +323,7 @@ def configure_bench_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engines", type=lambda s: s.split(","), default=list(ENGINES), help="comma-separated")
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--unit-mb", type=float, default=0, help="source.unit_bytes of the pipeline runs, in MiB "
-                   "(default: the spec's own, which the planner cuts to >= 2 units per worker)")
+                   "(default: the spec's own; the planner cuts a file of 16 MiB or more into at least 4 pieces)")
     p.add_argument("--json", help="also write every figure to this file")
 
 
