@@ -51,18 +51,17 @@ _ACTOR_LOST = (RayActorError,) + tuple(
     if hasattr(ray.exceptions, n))
 
 
-def keep_freed_memory() -> None:
+def keep_freed_memory() -> bool:
     """In a worker (glibc only, best effort): large buffers come from the heap and stay there when freed, so a
     unit's token arrays and shard bytes reuse the last unit's pages instead of being mapped and faulted in
     afresh (by default glibc maps each buffer over its threshold on its own and unmaps it when freed). Measured:
     26 MB units in one process, 78-79 -> 105-112 MB/s (docs/benchmarks.md). A worker's resident memory stays at
-    its largest unit's peak, which the unit size bounds."""
+    its largest unit's peak, which the unit size bounds. Returns whether glibc took both settings."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        return libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1
     except (OSError, AttributeError):  # not glibc: the allocator's defaults stand
-        pass
+        return False
 
 
 @ray.remote

@@ -73,8 +73,7 @@ class UnitProcessor:
         self.decode = decoder_for(spec.source.modality)
         self.dtype = output_dtype(spec, self.tokenizer)
         self.spec_hash = spec_hash or spec.spec_hash()
-        self.fingerprint = self.tokenizer.fingerprint  # hashes the tokenizer's files: once per worker, not per unit
-        self.metadata = {"format_version": str(layout.SHARD_FORMAT_VERSION), "tokenizer_fingerprint": self.fingerprint,
+        self.metadata = {"format_version": str(layout.SHARD_FORMAT_VERSION), "tokenizer_fingerprint": self.tokenizer.fingerprint,
                          "spec_hash": self.spec_hash, "base_vocab_size": str(self.tokenizer.vocab_size)}
         self.root = corpus_root(spec.source.uris)
         self.stages = self._build_stages()
@@ -196,8 +195,7 @@ class UnitProcessor:
 
     def _add(self, phase: str, since: float) -> None:
         """Add the time since `since` to a phase of the unit being processed."""
-        if hasattr(self, "phases"):
-            self.phases[phase] += time.perf_counter() - since
+        self.phases[phase] += time.perf_counter() - since
 
     def _quarantine(self, errors: list[Quarantined], item: Quarantined) -> None:
         if self.spec.on_error == "fail" and item.stage != EMPTY:
@@ -280,14 +278,14 @@ class UnitProcessor:
         n_empty = sum(1 for e in errors if e.stage == EMPTY)
         return LedgerEntry(
             unit=unit.id, fingerprint=unit.fingerprint, shard=unit.shard_name,
-            spec_hash=self.spec_hash, tokenizer_fingerprint=self.fingerprint,
+            spec_hash=self.spec_hash, tokenizer_fingerprint=self.tokenizer.fingerprint,
             inputs=unit.to_json()["inputs"], files=files, source_root=self.root,
             n_samples=table.num_rows, n_tokens=int(pc.sum(pc.list_value_length(tokens)).as_py() or 0),
             n_bytes=int(pc.sum(table.column("n_bytes")).as_py() or 0), n_errors=len(errors) - n_empty,
             n_empty=n_empty, stage_stats=stage_stats,
             run={"host": socket.gethostname(), "pid": os.getpid(), "started": started, "finished": finished,
                  "seconds": round(finished - started, 4), "attempt": attempt, "engine": self.tokenizer.engine,
-                 "phases": {k: round(v, 4) for k, v in getattr(self, "phases", {}).items()}})
+                 "phases": {k: round(v, 4) for k, v in self.phases.items()}})
 
 
 def suspect_units(entries: list[LedgerEntry], units: list[WorkUnit], max_fraction: float) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -106,14 +107,14 @@ class Tokenizer:
         """Code embeddings [K, D] for vector-quantizing tokenizers."""
         return None
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """The tokenizer by content: kind, options and its files' bytes, not their names or where they are
         (a moved or renamed tokenizer file is the same tokenizer). add_eos changes the shards (it is in the
-        spec hash) but not the vocabulary."""
+        spec hash) but not the vocabulary. Hashed once per tokenizer object (its files are read at build)."""
         return self._fingerprint(with_names=False)
 
-    @property
+    @cached_property
     def named_fingerprint(self) -> str:
         """The fingerprint as tokenmill computed it before it ignored file names (indexes written then hold it)."""
         return self._fingerprint(with_names=True)

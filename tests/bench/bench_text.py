@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("hf", "tiktoken", "gigatoken")
 CORPUS_ROOTS = (sysconfig.get_paths()["stdlib"], "/usr/share/doc", sysconfig.get_paths()["purelib"])
-BATCH_DOCS_FOR_FILES = 1024  # documents per engine call when the Python engines read the file (as pipeline.unit)
 SKIP_SUFFIXES = (".gz", ".xz", ".bz2", ".zip", ".png", ".jpg", ".pdf", ".svg", ".so")
 
 
@@ -107,7 +106,7 @@ def raw_speed(tokenizer_path: Path, engine: str, docs: list[str], batch_docs: in
             "n_tokens": n_tokens}, outputs
 
 
-def raw_file_speed(tokenizer_path: Path, engine: str, corpus: Path, batch_docs: int) -> dict[str, Any]:
+def raw_file_speed(tokenizer_path: Path, engine: str, corpus: Path, text_bytes: int, batch_docs: int) -> dict[str, Any]:
     """The engine on the same input file, as a user would run it alone: gigatoken reads and parses the JSONL
     itself (its Rust JsonlFileSource, on RAYON_NUM_THREADS threads); the Python engines get orjson-parsed
     batches of documents read line by line. The baseline the pipeline's steady state is held against."""
@@ -136,14 +135,7 @@ def raw_file_speed(tokenizer_path: Path, engine: str, corpus: Path, batch_docs: 
         if batch:
             encode(batch)
         seconds, n_docs = time.perf_counter() - start, n_docs + len(batch)
-    return {"file_mb_s": corpus_text_bytes(corpus) / seconds / 1e6, "file_seconds": seconds, "file_docs": n_docs}
-
-
-def corpus_text_bytes(corpus: Path, _cache: dict[Path, int] = {}) -> int:  # noqa: B006 - a memo
-    """UTF-8 bytes of the corpus's documents (what every MB/s here counts)."""
-    if corpus not in _cache:
-        _cache[corpus] = sum(len(d.encode("utf-8")) for d in load_docs(corpus))
-    return _cache[corpus]
+    return {"file_mb_s": text_bytes / seconds / 1e6, "file_seconds": seconds, "file_docs": n_docs}
 
 
 def mismatched_docs(batches: list, reference: list) -> int:
@@ -247,6 +239,7 @@ def probe_choice(tokenizer: Path, docs: list[str], probe_bytes: int = 2 << 20) -
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Every figure of the text benchmark as one dict."""
+    from pipeline.unit import BATCH_DOCS
     workdir = Path(args.workdir)
     corpus, tokenizer = prepare(workdir, int(args.min_mb * 1e6), args.vocab_size)
     docs = load_docs(corpus)
@@ -257,7 +250,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     del docs
     for engine in args.engines:
         log.info("raw encode reading %s itself: %s, %d threads", corpus.name, engine, args.workers)
-        result["raw"][engine].update(raw_file_speed(tokenizer, engine, corpus, BATCH_DOCS_FOR_FILES))
+        result["raw"][engine].update(raw_file_speed(tokenizer, engine, corpus, result["corpus"]["bytes"],
+                                                    BATCH_DOCS))
     result.update(pipeline_all(corpus, tokenizer, workdir, args, result["corpus"]["bytes"]))
     return result
 
