@@ -52,17 +52,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.job import RunOptions, run_job
     began = time.time()
     spec = load_spec(args.job, _overrides(args))
-    summary = run_job(spec, RunOptions(address=args.address, num_cpus=args.num_cpus, show_progress=not args.quiet,
-                                         verify=args.verify))
-    print_summary(summary)  # first: the report is built after the run's outcome is on the screen
-    sys.stdout.flush()
-    report_began = time.time()
-    report_path = _maybe_report(spec)
-    ended = time.time()
-    print_ending(report_path, report_s=ended - report_began, command_s=ended - began)
-    if args.summary_json:
-        with open(args.summary_json, "w") as f:
-            json.dump(summary.to_json(), f, indent=1, sort_keys=True)
+    try:
+        summary = run_job(spec, RunOptions(address=args.address, num_cpus=args.num_cpus,
+                                             show_progress=not args.quiet, verify=args.verify))
+        print_summary(summary)  # first: the report is built after the run's outcome is on the screen
+        sys.stdout.flush()
+        report_began = time.time()
+        report_path = _maybe_report(spec)
+        ended = time.time()
+        print_ending(report_path, report_s=ended - report_began, command_s=ended - began)
+        if args.summary_json:
+            with open(args.summary_json, "w") as f:
+                json.dump(summary.to_json(), f, indent=1, sort_keys=True)
+    finally:  # Ray stops when the command is done, not in its exit hook (runner.shutdown says why)
+        if "pipeline.runner" in sys.modules:  # a run with nothing to do never imported Ray
+            sys.modules["pipeline.runner"].shutdown()
     return 1 if summary.units_failed else 3 if summary.units_suspect else 0
 
 

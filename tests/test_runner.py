@@ -1,7 +1,9 @@
-"""The actor pool hands work out breadth first: two units on two workers run on two workers."""
+"""The runner: work handed out breadth first, workers keep freed memory, and Ray stops fully and only when ours."""
 from __future__ import annotations
 
+import os
 import shutil
+import time
 
 from pipeline.dataset.read import DatasetFolder
 from tests.tm_testing import STDLIB, run_cli
@@ -41,3 +43,52 @@ def test_a_worker_keeps_freed_buffers_for_the_next_unit():
         applied, kept_mib[mode] = out.split()[0], int(out.split()[1])
         assert mode == "default" or applied == "True"
     assert kept_mib["keep"] >= 60 and kept_mib["default"] < 8, kept_mib
+
+
+def test_shutdown_stops_every_process_of_the_embedded_ray_it_started():
+    """runner.shutdown in a fresh process: the raylet, GCS, helpers and the actor's worker are all gone after it."""
+    import subprocess
+    import sys
+    code = ("import os, ray\n"
+            "from pipeline import runner\n"
+            "runner.connect(None, 1)\n"
+            "node = ray._private.worker._global_node\n"
+            "pids = [i.process.pid for infos in node.all_processes.values() for i in infos]\n"
+            "@ray.remote(num_cpus=1)\n"
+            "class A:\n"
+            "    def pid(self): return os.getpid()\n"
+            "pids.append(ray.get(A.remote().pid.remote(), timeout=60))\n"
+            "runner.shutdown()\n"
+            "print(ray.is_initialized(), *pids)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    initialized, *pids = out.stdout.split()
+    assert initialized == "False" and len(pids) >= 4, out.stdout
+    alive = []
+    deadline = time.monotonic() + 10  # the actor's worker exits when its raylet goes; bounded wait
+    for pid in map(int, pids):
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            alive.append(pid)
+    assert not alive, f"still running after shutdown: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as stat:
+            return not stat.read().split(") ")[-1].startswith("Z")  # a zombie has exited
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def test_shutdown_leaves_a_ray_it_did_not_start(ray_address):
+    """A Ray already running in this process (the test session's) survives connect() then shutdown()."""
+    import ray
+
+    from pipeline import runner
+    runner.connect(None, 2)  # already initialized: joins nothing, starts nothing
+    runner.shutdown()
+    assert ray.is_initialized()
+    assert ray.get(ray.put(7), timeout=30) == 7
