@@ -3,7 +3,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import given, settings, strategies as st
 
-from pipeline.plan import InputFile, cut_units, group_small_files, list_inputs
+from pipeline.plan import GROUP_PIECES, InputFile, cut_units, group_bytes, group_small_files, list_inputs
 from pipeline.sources.lines import iter_lines
 from pipeline.spec import parse_spec
 
@@ -96,3 +96,21 @@ def test_a_big_file_is_cut_for_every_worker_and_by_the_file_alone(tmp_path):
     assert len(cut_units(spec_for(small.parent, "jsonl", unit_bytes="64MiB"), list_inputs([str(small.parent)]))) == 4
     fine = cut_units(spec_for(big.parent, "jsonl", unit_bytes="4MiB"), list_inputs([str(big.parent)]))
     assert len(fine) == -(-big.stat().st_size // (4 << 20))
+
+
+def test_a_small_corpus_of_small_files_gives_enough_units_for_the_workers():
+    """200 MB of ~14 KB code files at the default unit_bytes (64 MiB): grouped by 16 MiB (group_bytes), so about a
+    dozen units instead of ~3; the groups stay content-defined (an insertion moves a few units only), and a corpus
+    of GROUP_PIECES x unit_bytes or more is grouped by unit_bytes itself."""
+    mib = 1 << 20
+    assert [group_bytes(t * mib, 64 * mib) // mib for t in (10, 63, 64, 200, 511, 512, 5000)] == [4, 4, 8, 16, 32, 64, 64]
+    assert group_bytes(10 * mib, 1000) == 1000  # a unit_bytes set below the floor is kept
+    files = fake_files(14_000, size=14_300)
+    units = cut_units(spec_for("/c", unit_bytes="64MiB"), files)
+    assert 8 <= len(units) <= 30, len(units)
+    assert max(u.n_bytes for u in units) <= 4 * 16 * mib
+    grown = sorted(files + [InputFile("/c/f07000x.py", 14_300, "1")], key=lambda f: f.uri)
+    after = cut_units(spec_for("/c", unit_bytes="64MiB"), grown)
+    assert len({u.id for u in after} - {u.id for u in units}) <= 2
+    big = fake_files(GROUP_PIECES * 64 * 20, size=mib // 2 + 1)  # > 8 x 64 MiB: unit_bytes as given
+    assert group_bytes(sum(f.size for f in big), 64 * mib) == 64 * mib

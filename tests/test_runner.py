@@ -25,6 +25,25 @@ def test_two_units_on_two_workers_use_both(tmp_path, bpe_tokenizer, ray_address)
     assert len({e.run.pid for e in entries}) == 2, "both units ran on one worker"
 
 
+def test_one_worker_runs_the_largest_unit_first(tmp_path, bpe_tokenizer, ray_address):
+    """Units go out largest first (so the last ones to run are small and the workers end together), whatever
+    their order in the index."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("abc.py", "difflib.py", "textwrap.py", "zipapp.py"):  # each larger than unit_bytes: one unit each
+        shutil.copyfile(STDLIB / name, corpus / name)
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: largest\nsource: {{uri: {corpus}, modality: code, unit_bytes: 1KiB}}\n"
+                   f"tokenizer: {{kind: hf, path: {bpe_tokenizer}}}\nsink: {{uri: {tmp_path / 'out'}}}\n"
+                   "resources: {workers: 1}\nreport: false\n")
+    done = run_cli("run", str(job), address=ray_address)
+    assert done.returncode == 0, done.stderr[-2000:]
+    entries = DatasetFolder(str(tmp_path / "out")).ledger().sorted()
+    ran = [e.n_bytes for e in sorted(entries, key=lambda e: e.run.started)]
+    assert len(ran) == 4 and ran == sorted(ran, reverse=True), ran
+    assert [e.n_bytes for e in entries] != ran  # the index's order is not the run's
+
+
 def test_a_worker_keeps_freed_buffers_for_the_next_unit():
     """runner.keep_freed_memory (glibc): a freed 64 MB buffer stays in the process's heap for the next one (glibc's
     default unmaps it at once). Resident memory after the free, in a fresh process, with and without the setting."""

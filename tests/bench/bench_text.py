@@ -1,11 +1,12 @@
 """`python tests/bench/bench_text.py` (or `tokenmill bench text` in a source checkout): each engine's raw speed, then the whole pipeline with that engine.
 
-One process tree, one corpus of real text and code from this machine (Python sources and
-/usr/share/doc, >= 100 MB by default, written as JSONL under --workdir), a 32k byte-level
-BPE trained by `tokenmill train`. (a) Raw, two ways, with as many threads as workers: every
+One process tree, two corpora of real text and code from this machine under --workdir: a
+JSONL file (Python sources and /usr/share/doc, >= 100 MB by default) and a folder of Python
+files (>= 100 MB; `format: files`, `modality: code`, one document per file), with a 32k
+byte-level BPE trained by `tokenmill train`. (a) Raw, two ways, with as many threads as workers: every
 engine encoding the documents already in memory, and every engine on the same input file
-as a user would run it alone (gigatoken reads the JSONL itself; the Python engines get
-orjson-parsed batches). (b) Pipeline: `tokenmill run` through the CLI with N workers into
+as a user would run it alone (gigatoken reads the JSONL or the files itself; the Python
+engines get orjson-parsed batches, or the files read one by one). (b) Pipeline: `tokenmill run` through the CLI with N workers into
 committed Arrow shards, once per engine; steady-state MB/s is the corpus's text bytes over
 the span from the first unit's start to the last unit's commit, and the fixed cost is the
 command's wall time minus that span (Ray start-up included). Results: docs/benchmarks.md.
@@ -84,7 +85,49 @@ def prepare(workdir: Path, min_bytes: int, vocab_size: int) -> tuple[Path, Path]
     return corpus, tokenizer
 
 
+def build_code_folder(target: Path, min_bytes: int) -> dict[str, int]:
+    """Copy real Python sources from this machine (stdlib, then site-packages) into a folder until min_bytes."""
+    tmp = target.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    n_files = n_bytes = 0
+    for path in corpus_files():
+        if path.suffix != ".py":
+            continue
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if not text.strip():
+            continue
+        dest = tmp / f"{n_files // 1000:03d}" / f"{n_files % 1000:03d}_{path.name}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(text.encode("utf-8"))
+        n_files, n_bytes = n_files + 1, n_bytes + len(text.encode("utf-8"))
+        if n_bytes >= min_bytes:
+            break
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return {"files": n_files, "bytes": n_bytes}
+
+
+def prepare_code(workdir: Path, min_bytes: int) -> Path:
+    """A folder of real code files under workdir (each file one document), built once and then reused."""
+    folder = workdir / "code"
+    have = sum(p.stat().st_size for p in folder.rglob("*.py")) if folder.exists() else 0
+    if have < min_bytes:
+        log.info("copying >= %d bytes of Python sources to %s", min_bytes, folder)
+        log.info("code folder: %s", build_code_folder(folder, min_bytes))
+    return folder
+
+
+def code_paths(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.py"))
+
+
 def load_docs(corpus: Path) -> list[str]:
+    """The documents of a corpus: a JSONL file's `text` fields, or a folder's files."""
+    if corpus.is_dir():
+        return [p.read_bytes().decode("utf-8") for p in code_paths(corpus)]
     with corpus.open() as f:
         return [json.loads(line)["text"] for line in f]
 
@@ -107,9 +150,10 @@ def raw_speed(tokenizer_path: Path, engine: str, docs: list[str], batch_docs: in
 
 
 def raw_file_speed(tokenizer_path: Path, engine: str, corpus: Path, text_bytes: int, batch_docs: int) -> dict[str, Any]:
-    """The engine on the same input file, as a user would run it alone: gigatoken reads and parses the JSONL
-    itself (its Rust JsonlFileSource, on RAYON_NUM_THREADS threads); the Python engines get orjson-parsed
-    batches of documents read line by line. The baseline the pipeline's steady state is held against."""
+    """The engine on the same input, as a user would run it alone: gigatoken reads and parses the JSONL, or
+    reads the code files, itself (its Rust JsonlFileSource / TextFileSource, on RAYON_NUM_THREADS threads);
+    the Python engines get orjson-parsed batches of documents read line by line, or the files read one by one.
+    The baseline the pipeline's steady state is held against."""
     from pipeline.tokenizers.text import HFTokenizer
     tok = HFTokenizer(str(tokenizer_path), add_eos=False, engine="hf")
     if engine == "gigatoken":
@@ -119,19 +163,22 @@ def raw_file_speed(tokenizer_path: Path, engine: str, corpus: Path, text_bytes: 
         parallel = engine_threads() > 1
         backend.encode_batch(["warm up: lazy initialisation is not encoding speed"], parallel=parallel)
         start = time.perf_counter()
-        out = backend.encode_files(gigatoken.JsonlFileSource([str(corpus)], field="text"), parallel=parallel)
+        source = (gigatoken.TextFileSource([str(p) for p in code_paths(corpus)]) if corpus.is_dir()
+                  else gigatoken.JsonlFileSource([str(corpus)], field="text"))
+        out = backend.encode_files(source, parallel=parallel)
         seconds, n_docs = time.perf_counter() - start, len(out)
     else:
         from orjson import loads
         encode, _ = tok.raw_engine(engine)
         encode(["warm up: lazy initialisation is not encoding speed"])
         start, n_docs, batch = time.perf_counter(), 0, []
-        with corpus.open("rb") as f:
-            for line in f:
-                batch.append(loads(line)["text"])
-                if len(batch) == batch_docs:
-                    encode(batch)
-                    n_docs, batch = n_docs + len(batch), []
+        documents = ((p.read_bytes().decode("utf-8") for p in code_paths(corpus)) if corpus.is_dir()
+                     else (loads(line)["text"] for line in corpus.open("rb")))
+        for doc in documents:
+            batch.append(doc)
+            if len(batch) == batch_docs:
+                encode(batch)
+                n_docs, batch = n_docs + len(batch), []
         if batch:
             encode(batch)
         seconds, n_docs = time.perf_counter() - start, n_docs + len(batch)
@@ -181,7 +228,8 @@ class WorkerMemory(threading.Thread):
 
 def bench_spec(corpus: Path, tokenizer: Path, out: Path, engine: str, workers: int, unit_bytes: int | None):
     """The pipeline's job (a dict, as its YAML); unit_bytes None keeps the spec's default unit size."""
-    source = {"uri": str(corpus), "format": "jsonl", "field": "text", "modality": "text"}
+    source = ({"uri": str(corpus), "format": "files", "modality": "code"} if corpus.is_dir() else
+              {"uri": str(corpus), "format": "jsonl", "field": "text", "modality": "text"})
     if unit_bytes:
         source["unit_bytes"] = unit_bytes
     return {"name": f"bench-{engine}", "report": False, "source": source,
@@ -237,13 +285,17 @@ def probe_choice(tokenizer: Path, docs: list[str], probe_bytes: int = 2 << 20) -
     return {"engine": engine, "reason": report["reason"], "probe_docs": len(probe)}
 
 
-def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    """Every figure of the text benchmark as one dict."""
+def run_bench(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """Every figure of the text benchmark on one corpus (`jsonl`: a JSONL file; `code`: a folder of code files)."""
     from pipeline.unit import BATCH_DOCS
     workdir = Path(args.workdir)
     corpus, tokenizer = prepare(workdir, int(args.min_mb * 1e6), args.vocab_size)
+    if kind == "code":
+        corpus = prepare_code(workdir, int(args.code_mb * 1e6))
+        workdir = workdir / "code-runs"
+        workdir.mkdir(exist_ok=True)
     docs = load_docs(corpus)
-    result: dict[str, Any] = {"corpus": {"path": str(corpus), "documents": len(docs),
+    result: dict[str, Any] = {"corpus": {"path": str(corpus), "kind": kind, "documents": len(docs),
                                          "bytes": sum(len(d.encode("utf-8")) for d in docs)},
                               "workers": args.workers, "auto": probe_choice(tokenizer, docs)}
     result["raw"] = raw_all(tokenizer, docs, args.engines, args.workers)
@@ -283,7 +335,8 @@ def pipeline_all(corpus: Path, tokenizer: Path, workdir: Path, args: argparse.Na
 def format_result(result: dict[str, Any]) -> str:
     """The benchmark as a Markdown table plus the auto choice."""
     c = result["corpus"]
-    lines = [f"corpus: {c['documents']:,} documents, {c['bytes'] / 1e6:.1f} MB; {result['workers']} workers; "
+    what = "a folder of code files (format: files, modality: code)" if c.get("kind") == "code" else "JSONL"
+    lines = [f"corpus: {what}, {c['documents']:,} documents, {c['bytes'] / 1e6:.1f} MB; {result['workers']} workers; "
              "steady state: first unit start to last commit (ledger); fixed cost: `tokenmill run`'s wall time "
              "minus that (Ray start-up, plan, engine probe, actors, index)",
              f"auto: {result['auto']['engine']} ({result['auto']['reason']})", "",
@@ -312,7 +365,10 @@ def format_result(result: dict[str, Any]) -> str:
 def configure_bench_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", choices=["text"], help="which benchmark (text: engines and the text pipeline)")
     p.add_argument("--workdir", default="/tmp/tokenmill-bench", help="corpus, tokenizer and outputs go here")
-    p.add_argument("--min-mb", type=float, default=100.0, help="corpus size (MB of real text from this machine)")
+    p.add_argument("--min-mb", type=float, default=100.0, help="JSONL corpus size (MB of real text from this machine)")
+    p.add_argument("--corpus", type=lambda s: s.split(","), default=["jsonl", "code"],
+                   help="comma-separated: jsonl (one JSONL file), code (a folder of Python files)")
+    p.add_argument("--code-mb", type=float, default=100.0, help="size of the folder of code files (MB)")
     p.add_argument("--workers", type=int, default=2, help="pipeline workers = raw encode threads")
     p.add_argument("--engines", type=lambda s: s.split(","), default=list(ENGINES), help="comma-separated")
     p.add_argument("--vocab-size", type=int, default=32000)
@@ -325,11 +381,14 @@ def cli_bench(args: argparse.Namespace) -> int:
     """`tokenmill bench text`: print the table (and write --json)."""
     os.environ["RAYON_NUM_THREADS"] = str(args.workers)  # before any engine builds its thread pool
     args.engines = ["hf", *(e for e in args.engines if e != "hf")]  # hf first: the reference for exactness
-    result = run_bench(args)
-    print(format_result(result))
+    results = {}
+    for kind in args.corpus:
+        results[kind] = result = run_bench(args, kind)
+        print(format_result(result) + "\n", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1, sort_keys=True))
-    incomplete = [e for e, r in result["pipeline"].items() if r["failed"] or r["n_samples"] != result["corpus"]["documents"]]
+        Path(args.json).write_text(json.dumps(results, indent=1, sort_keys=True))
+    incomplete = [f"{kind}: {e}" for kind, result in results.items() for e, r in result["pipeline"].items()
+                  if r["failed"] or r["n_samples"] != result["corpus"]["documents"]]
     if incomplete:
         log.error("pipeline runs that did not commit every document: %s", ", ".join(incomplete))
     return 1 if incomplete else 0
