@@ -69,9 +69,13 @@ def decode_image(record: RawRecord, source: SourceSpec, size: int | None = None,
         if size and patch and image.format == "JPEG":
             image.draft("RGB", grid_dims(*image.size, size, patch))
         image.load()
-        image = ImageOps.exif_transpose(image).convert("RGB")
+        # no copy where nothing changes (an upright RGB image already at its grid): each copy runs with the GIL
+        # held, which bounds how many decode threads one worker can use (docs/architecture.md)
+        ImageOps.exif_transpose(image, in_place=True)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(record.source, record.member, f"corrupt or truncated image: {exc}") from exc
-    if size and patch:
+    if size and patch and image.size != grid_dims(*image.size, size, patch):
         image = image.resize(grid_dims(*image.size, size, patch), Image.Resampling.BICUBIC)
     return np.asarray(image)
