@@ -20,6 +20,9 @@ class DecodeError(Exception):
         super().__init__(f"{uri}{'#' + member if member else ''}: {reason}")
         self.uri, self.member, self.reason, self.stage = uri, member, reason, stage
 
+    def __reduce__(self):  # pickled whole (a decode task returns it), not as its message alone
+        return DecodeError, (self.uri, self.member, self.reason, self.stage)
+
 
 @dataclass(frozen=True)
 class Quarantined:

@@ -305,7 +305,7 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     _write_state(storage, state)
     try:
         outcome = _execute(spec, todo, engine, spec_hash, options, lease)
-    except (UnitFailed, ClusterLost) as exc:  # what committed stays committed, the state says why
+    except (UnitFailed, ClusterLost, SpecError) as exc:  # what committed stays committed; the state says why
         _write_state(storage, state.model_copy(update={"state": "failed", "finished": time.time(),
                                                        "error": str(exc)}))
         raise

@@ -17,7 +17,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep a local Ray on 127.0.0.1
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -25,7 +26,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # noqa: E402
 from ray.exceptions import RayActorError, RayTaskError  # noqa: E402
 
-from pipeline.errors import ClusterLost, UnitFailed  # noqa: E402
+from pipeline.errors import ClusterLost, SpecError, UnitFailed  # noqa: E402
 from pipeline.sources.inputs import StorageIOError  # noqa: E402
 from pipeline.plan import WorkUnit  # noqa: E402
 from pipeline.spec import JobSpec  # noqa: E402
@@ -76,18 +77,119 @@ class UnitWorker:
     """Holds one UnitProcessor (tokenizer loaded once) and runs units on it."""
 
     def __init__(self, spec: JobSpec, engine: str | None, spec_hash: str | None, threads: int,
-                 env: dict[str, str]) -> None:
+                 env: dict[str, str], decode_tasks: int = 0) -> None:
         os.environ.update(env)
         os.environ["RAYON_NUM_THREADS"] = str(threads)
         keep_freed_memory()
         from pipeline.unit import UnitProcessor
-        self.processor = UnitProcessor(spec, engine, spec_hash)
+        stream = partial(decode_in_tasks, tasks=decode_tasks) if decode_tasks else None
+        self.processor = UnitProcessor(spec, engine, spec_hash, decode_stream=stream)
 
     def run(self, unit: WorkUnit, attempt: int) -> dict[str, Any]:
         return self.processor(unit, attempt)
 
     def pid(self) -> int:
         return os.getpid()
+
+
+DECODE_BATCH = 32               # media records per decode task: amortises the task's ~1 ms round trip
+DECODE_BATCH_BYTES = 64 << 20   # ... or this much of their input, whichever comes first
+DECODE_WAIT_S = 300.0           # a decode task not done in this long: no CPU is free to run it
+
+
+@ray.remote(num_cpus=1)
+def _decode_batch(decode: Callable, records: list, source: Any) -> list[tuple[Any, dict]]:
+    """In a Ray worker process: (payload or DecodeError, the meta the decoder wrote) per record."""
+    from pipeline.decoders.pool import safe_decode
+    return [(safe_decode(decode, record, source), record.meta) for record in records]
+
+
+def decode_in_tasks(items: Iterable, decode: Callable, source: Any, threads: int, tasks: int) -> Iterator[tuple]:
+    """pipeline.decoders.pool.decode_stream's contract ((item, payload or DecodeError) in input order), with
+    the decoding in Ray tasks of DECODE_BATCH records, `tasks` of them in flight: processes on the CPUs the
+    workers leave free, so decoding scales past what the GIL of one worker allows (docs/architecture.md,
+    "Where decoding runs"). The arrays come back through the object store. A batch whose process died (a
+    decoder crash) is decoded again record by record, and a record that kills its process alone is
+    quarantined; its neighbours are not. `threads` is the thread pool's argument, unused here."""
+    window: deque[tuple[list, Any]] = deque()
+    batch: list = []
+    size = 0
+    for item in items:
+        batch.append(item)
+        size += getattr(item, "n_bytes", 0)
+        if len(batch) >= DECODE_BATCH or size >= DECODE_BATCH_BYTES:
+            window.append(_submit_decode(decode, batch, source))
+            batch, size = [], 0
+            while len(window) > tasks:
+                yield from _decoded(decode, source, *window.popleft())
+    if batch:
+        window.append(_submit_decode(decode, batch, source))
+    while window:
+        yield from _decoded(decode, source, *window.popleft())
+
+
+def _submit_decode(decode: Callable, batch: list, source: Any) -> tuple[list, Any]:
+    from pipeline.errors import Quarantined
+    records = [item for item in batch if not isinstance(item, Quarantined)]
+    return batch, _decode_batch.remote(decode, records, source) if records else None
+
+
+def _decoded(decode: Callable, source: Any, batch: list, ref: Any) -> Iterator[tuple]:
+    from pipeline.errors import Quarantined
+    records = [item for item in batch if not isinstance(item, Quarantined)]
+    results = iter(_wait_decoded(ref, decode, source, records) if ref is not None else [])
+    for item in batch:
+        if isinstance(item, Quarantined):
+            yield item, None
+            continue
+        payload, meta = next(results)
+        item.meta.update(meta)  # what the decoder learnt (width, sample rate, codec) goes into the shard's meta
+        yield item, payload
+
+
+def _wait_decoded(ref: Any, decode: Callable, source: Any, records: list) -> list[tuple[Any, dict]]:
+    """A batch's results; when its process died, each record again in a task of its own."""
+    from pipeline.errors import DecodeError
+    try:
+        return _get_decoded(ref)
+    except _ACTOR_LOST + (RayTaskError,) as exc:
+        log.warning("a decode task died (%s): decoding its %d records one by one", type(exc).__name__, len(records))
+    out = []
+    for record, single in [(r, _decode_batch.remote(decode, [r], source)) for r in records]:
+        try:
+            out.extend(_get_decoded(single))
+        except _ACTOR_LOST + (RayTaskError,) as exc:
+            out.append((DecodeError(record.source, record.member, f"the decoder's process died on this record: "
+                                    f"{type(exc).__name__}"), {}))
+    return out
+
+
+def _get_decoded(ref: Any) -> list[tuple[Any, dict]]:
+    try:
+        return ray.get(ref, timeout=DECODE_WAIT_S)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        raise RuntimeError(f"a decode task did not finish in {DECODE_WAIT_S:g} s: resources.decode_workers needs "
+                           "CPUs beside the workers' and none ran it; lower workers or cpus_per_worker, or set "
+                           "decode_workers: 0 (decode in threads inside each worker)") from None
+
+
+def decode_tasks_per_worker(spec: JobSpec, n_workers: int) -> int:
+    """Decode tasks in flight per worker for resources.decode_workers (0: threads in the worker). `auto`: the
+    cluster's CPUs the workers leave free, shared; a number: that many, shared. Refused when no CPU is free."""
+    asked = spec.resources.decode_workers
+    if not asked:
+        return 0
+    free = int(ray.cluster_resources().get("CPU", 0) - n_workers * spec.resources.cpus_per_worker)
+    if free < 1:
+        if asked == "auto":
+            return 0
+        raise SpecError(f"resources.decode_workers: {asked} needs CPUs beside the workers', but the cluster's "
+                        f"{ray.cluster_resources().get('CPU', 0):g} CPUs all go to {n_workers} worker(s) x "
+                        f"{spec.resources.cpus_per_worker:g}; lower workers or cpus_per_worker, or set "
+                        "decode_workers: 0 (threads inside each worker)")
+    total = free if asked == "auto" else int(asked)
+    return max(1, total // n_workers)
 
 
 @dataclass
@@ -184,6 +286,9 @@ class ActorPool:
                         spec.resources.gpus_per_worker)
         self.options = {"num_cpus": spec.resources.cpus_per_worker, "num_gpus": gpus, "max_restarts": 0}
         self.threads = max(1, int(spec.resources.cpus_per_worker))
+        self.decode_tasks = decode_tasks_per_worker(spec, n_workers)
+        if self.decode_tasks:
+            log.info("decoding in Ray tasks: %d in flight per worker", self.decode_tasks)
         self.actors = [self._new_actor() for _ in range(n_workers)]
         self.load = [0] * n_workers
         self.order: list[deque] = [deque() for _ in range(n_workers)]  # refs in the order each actor runs them
@@ -192,7 +297,8 @@ class ActorPool:
 
     def _new_actor(self):
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-        return UnitWorker.options(**self.options).remote(self.spec, self.engine, self.spec_hash, self.threads, env)
+        return UnitWorker.options(**self.options).remote(self.spec, self.engine, self.spec_hash, self.threads, env,
+                                                         self.decode_tasks)
 
     def replace(self, idx: int) -> None:
         try:

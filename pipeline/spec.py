@@ -226,6 +226,10 @@ class ResourcesSpec(SpecModel):
     workers: Annotated[Union[Count, Literal["auto"]], BeforeValidator(_workers)] = "auto"
     cpus_per_worker: float = Field(1.0, gt=0, allow_inf_nan=False)
     gpus_per_worker: float = Field(0.0, ge=0, allow_inf_nan=False)
+    decode_workers: Union[Annotated[int, Field(ge=0, strict=True)], Literal["auto"]] = Field(
+        0, description="media only: 0 decodes in threads inside each worker; N, or auto (the CPUs the workers leave "
+                       "free), decodes in Ray tasks, processes of their own, so one worker's GIL (a worker may drive "
+                       "a GPU) does not bound decoding")
     max_retries: int = Field(3, ge=0, strict=True)
     unit_timeout: Duration = 3600.0  # a unit running longer has its worker killed and is retried
     stall_timeout: Duration = 120.0  # no alive node can run the work for this long: the run stops
@@ -247,6 +251,13 @@ class JobSpec(SpecModel):
     @model_validator(mode="after")
     def _stages_fit(self) -> "JobSpec":
         check_stages(self.stages, self.source.modality, self.tokenizer.traits())
+        return self
+
+    @model_validator(mode="after")
+    def _decode_workers_for_media(self) -> "JobSpec":
+        if self.resources.decode_workers and self.source.modality not in ("image", "audio", "video"):
+            raise ValueError(f"resources.decode_workers: {self.resources.decode_workers} applies to image, audio and "
+                             f"video; {self.source.modality} decodes inline in each worker (remove it)")
         return self
 
     def spec_hash(self, inexact_engine: str | None = None) -> str:

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -64,8 +64,12 @@ def output_dtype(spec: JobSpec, tokenizer: Tokenizer) -> str:
 class UnitProcessor:
     """Processes units of one job; build once per worker (loads the tokenizer once)."""
 
-    def __init__(self, spec: JobSpec, engine: str | None = None, spec_hash: str | None = None) -> None:
+    def __init__(self, spec: JobSpec, engine: str | None = None, spec_hash: str | None = None,
+                 decode_stream: Callable | None = None) -> None:
+        """decode_stream: how media records are decoded (pipeline.decoders.pool.decode_stream's contract);
+        None: that thread pool. The runner passes Ray tasks for `resources.decode_workers`."""
         self.spec = spec
+        self.decode_stream = decode_stream
         self.tokenizer = build_tokenizer(spec.tokenizer, engine)
         self.storage = Storage(spec.sink.uri, spec.sink.storage_options)
         self.ledger = Ledger(self.storage)
@@ -167,8 +171,9 @@ class UnitProcessor:
         pending_bytes = 0
         from pipeline.decoders.pool import bind_hints, decode_stream, decode_threads
         decode = bind_hints(self.decode, self.tokenizer)
-        for item, payload in decode_stream(self.read(unit, self.spec.source), decode, self.spec.source,
-                                           decode_threads(self.spec)):
+        stream = self.decode_stream or decode_stream
+        for item, payload in stream(self.read(unit, self.spec.source), decode, self.spec.source,
+                                    decode_threads(self.spec)):
             if isinstance(item, Quarantined):
                 self._quarantine(errors, item)
                 continue

@@ -7,6 +7,8 @@ in flight, so memory stays bounded whatever the unit size; results come back in 
 order, so shards stay deterministic. Text decoding is too cheap to hand to a thread
 (~1 us a record), so text modalities decode inline. Any exception a decoder raises on one
 record (Pillow's OSError on a cut JPEG, a numpy error) becomes that record's DecodeError.
+With `resources.decode_workers`, the same contract runs in Ray tasks instead
+(pipeline.runner.decode_in_tasks): processes, on the node's CPUs beside the workers.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def decode_threads(spec: JobSpec) -> int:
     return max(2, int(spec.resources.cpus_per_worker))
 
 
-def _safe(decode: Callable, record: RawRecord, source) -> Any:
+def safe_decode(decode: Callable, record: RawRecord, source) -> Any:
     """The decoded payload, or the DecodeError that quarantines this record (whatever was raised)."""
     try:
         return decode(record, source)
@@ -55,13 +57,13 @@ def decode_stream(items: Iterable[RawRecord | Quarantined], decode: Callable, so
     """(item, payload or DecodeError) in input order; Quarantined items pass with payload None."""
     if threads <= 0:
         for item in items:
-            yield item, None if isinstance(item, Quarantined) else _safe(decode, item, source)
+            yield item, None if isinstance(item, Quarantined) else safe_decode(decode, item, source)
         return
     window: deque[tuple[RawRecord | Quarantined, Future | None]] = deque()
     in_flight = 0
     with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
         for item in items:
-            future = None if isinstance(item, Quarantined) else pool.submit(_safe, decode, item, source)
+            future = None if isinstance(item, Quarantined) else pool.submit(safe_decode, decode, item, source)
             window.append((item, future))
             in_flight += getattr(item, "n_bytes", 0)
             while window and (len(window) >= threads * AHEAD_PER_THREAD or in_flight > AHEAD_BYTES):

@@ -11,8 +11,9 @@ resampled to 24 kHz; an H.264 clip of a panned photo, sampled at 8 fps), this pr
   interval 0.1 ms); the share of its solo rate the counter loses is the share of the time the
   decoder held the GIL (an upper bound: switching costs count as held);
 - the ceiling that sets for any number of threads in one process (1 / GIL seconds per record);
-- measured here with this machine's cores: that many threads against that many processes
-  (the processes pay for shipping bytes in and arrays out, as a process pool would).
+- measured here with this machine's cores: that many threads, that many processes (a process
+  pool pays for shipping bytes in and arrays out) and Ray tasks as `resources.decode_workers`
+  runs them (pipeline.runner.decode_in_tasks: batches of 32 records, one task per core in flight).
 Results: docs/benchmarks.md ("Media decode: threads or processes").
 """
 from __future__ import annotations
@@ -67,8 +68,10 @@ _CHILD: dict = {}
 
 def _child_decode(modality: str, record: RawRecord):
     """In a pool process: decode one record (its bytes came in by pickle; the payload goes back the same way)."""
-    decode = _CHILD.get(modality) or _CHILD.setdefault(modality, partial(decoder_for(modality), **HINTS[modality]))
-    return decode(record, SourceSpec(uri="bench", modality=modality))
+    if modality not in _CHILD:  # built once per process, as a worker builds its decoder once
+        _CHILD[modality] = partial(decoder_for(modality), **HINTS[modality]), SourceSpec(uri="bench", modality=modality)
+    decode, source = _CHILD[modality]
+    return decode(record, source)
 
 
 def decode_all(modality: str, records: list[RawRecord], repeat: int) -> int:
@@ -115,12 +118,24 @@ def pooled_rate(pool_cls, workers: int, modality: str, records: list[RawRecord],
         return len(work) / (time.perf_counter() - start)
 
 
+def tasks_rate(workers: int, modality: str, records: list[RawRecord], repeat: int) -> float:
+    """Records/s decoded by Ray tasks (pipeline.runner.decode_in_tasks, as resources.decode_workers runs them)."""
+    from pipeline import runner
+    decode = partial(decoder_for(modality), **HINTS[modality])
+    source = SourceSpec(uri="bench", modality=modality)
+    list(runner.decode_in_tasks(records * 2, decode, source, 0, workers))  # task workers start, imports
+    start = time.perf_counter()
+    n = sum(1 for _ in runner.decode_in_tasks(records * repeat, decode, source, 0, workers))
+    return n / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each counter window")
     args = parser.parse_args()
     cores = os.cpu_count() or 2
-    sys.setswitchinterval(1e-4)
+    from pipeline import runner
+    runner.connect(None, cores)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (modality, records) in corpora(Path(tmp)).items():
@@ -128,22 +143,27 @@ def main() -> None:
             start = time.perf_counter()
             n = decode_all(modality, records, 2)
             alone = n / (time.perf_counter() - start)
+            sys.setswitchinterval(1e-4)
             solo, _, _ = counter_rate(args.seconds)
             beside, elapsed, done = counter_rate(args.seconds, partial(decode_all, modality, records, 1))
+            sys.setswitchinterval(5e-3)  # Python's default again for the pools
             held = max(0.0, 1 - beside / solo)
             gil_s = held * elapsed / done
             repeat = max(1, int(alone * args.seconds / len(records)))
             threads = pooled_rate(ThreadPoolExecutor, cores, modality, records, repeat)
             procs = pooled_rate(ProcessPoolExecutor, cores, modality, records, repeat)
-            rows.append((name, alone, gil_s * 1e6, held, 1 / gil_s if gil_s else float("inf"), threads, procs))
+            tasks = tasks_rate(cores, modality, records, repeat)
+            rows.append((name, alone, gil_s * 1e6, held, 1 / gil_s if gil_s else float("inf"), threads, procs,
+                         tasks))
             print(f"{name}: done", file=sys.stderr, flush=True)
+    runner.shutdown()
     print(f"\n{cores} cores here; records/s; the ceiling is what threads in one process could reach at most\n")
     print(f"| decoder | 1 thread | GIL held per record | GIL share | ceiling, threads | {cores} threads here | "
-          f"{cores} processes here |")
-    print("|---|---|---|---|---|---|---|")
-    for name, alone, gil_us, held, ceiling, threads, procs in rows:
+          f"{cores} processes here | Ray tasks here |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, alone, gil_us, held, ceiling, threads, procs, tasks in rows:
         print(f"| {name} | {alone:,.0f} | {gil_us:,.0f} us | {held:.0%} | {ceiling:,.0f} | {threads:,.0f} | "
-              f"{procs:,.0f} |")
+              f"{procs:,.0f} | {tasks:,.0f} |")
 
 
 if __name__ == "__main__":

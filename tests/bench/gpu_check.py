@@ -7,7 +7,8 @@ encode rate alone and end to end (decode threads overlapping the encode, as a wo
 them), with the device's busy share (encode time / end-to-end time). Correctness: codes
 at batch 8 against batch 1 (>= 99.9% equal for float encoders in fp32, the figure printed);
 on a GPU also GPU codes against CPU codes (image-vq identical, VQGAN fp32 >= 99.9%). Then
-the CPU batching cost: a small VQGAN at batch_size 8 against 1 on one thread. With no GPU it
+the CPU batching cost: a small VQGAN at batch_size 8 against 1 on one thread; last, JPEG decoding in the
+worker's threads against Ray tasks on every CPU (resources.decode_workers). With no GPU it
 says so and runs everything on CPU with fewer samples (these are CPU numbers). Exits 1
 when a correctness check fails.
 """
@@ -20,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +171,33 @@ def cpu_batching(root: Path) -> None:
           f"{rates[8]:.2f} images/s: batch 8 costs {rates[1] / rates[8] - 1:+.0%} per image")
 
 
+def decode_apart(n: int) -> None:
+    """256 px JPEGs decoded to image-vq's grid: in the worker's threads (one per CPU) against Ray tasks on every
+    CPU (resources.decode_workers: auto, pipeline.runner.decode_in_tasks), on a local Ray started here."""
+    import ray
+
+    from pipeline import runner
+    cpus = os.cpu_count() or 2
+    records = jpegs(n)
+    source = SourceSpec(uri="bench", modality="image")
+    decode = partial(decoder_for("image"), size=256, patch=16)
+    runner.connect(None, cpus)
+    try:
+        rates = {}
+        for label, stream in (("threads", partial(decode_stream, threads=cpus)),
+                              ("Ray tasks", partial(runner.decode_in_tasks, threads=0, tasks=cpus))):
+            list(stream(records[:64], decode, source))  # warm-up: task workers start, imports
+            start = time.perf_counter()
+            decoded = sum(1 for _, p in stream(records, decode, source) if isinstance(p, np.ndarray))
+            rates[label] = decoded / (time.perf_counter() - start)
+        print(f"decode apart (256 px JPEG -> 256 grid, {n} images, {cpus} CPUs): {cpus} threads "
+              f"{rates['threads']:,.0f} images/s | Ray tasks {rates['Ray tasks']:,.0f} images/s "
+              f"({rates['Ray tasks'] / rates['threads']:.2f}x)")
+    finally:
+        runner.shutdown()
+        assert not ray.is_initialized()
+
+
 def main() -> int:
     import torch
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -186,6 +215,7 @@ def main() -> int:
         audio(root, gpu)
         video(root, gpu)
         cpu_batching(root)
+        decode_apart(args.images or (16384 if gpu else 512))
     print("gpu_check: FAILED: " + ", ".join(FAILED) if FAILED else "gpu_check: OK")
     return 1 if FAILED else 0
 
