@@ -152,21 +152,25 @@ def _wait_decoded(ref: Any, decode: Callable, source: Any, records: list) -> lis
     from pipeline.errors import DecodeError
     try:
         return _get_decoded(ref)
-    except _ACTOR_LOST + (RayTaskError,) as exc:
+    except _ACTOR_LOST as exc:
         log.warning("a decode task died (%s): decoding its %d records one by one", type(exc).__name__, len(records))
     out = []
     for record, single in [(r, _decode_batch.remote(decode, [r], source)) for r in records]:
         try:
             out.extend(_get_decoded(single))
-        except _ACTOR_LOST + (RayTaskError,) as exc:
+        except _ACTOR_LOST as exc:
             out.append((DecodeError(record.source, record.member, f"the decoder's process died on this record: "
                                     f"{type(exc).__name__}"), {}))
     return out
 
 
 def _get_decoded(ref: Any) -> list[tuple[Any, dict]]:
+    """A decode task's results. Its records' own errors are in them (safe_decode); a task that raised anyway
+    (its arguments did not unpickle, a BaseException) is no record's fault: the unit fails and is retried."""
     try:
         return ray.get(ref, timeout=DECODE_WAIT_S)
+    except RayTaskError as exc:
+        raise RuntimeError(f"a decode task failed: {exc}") from None
     except ray.exceptions.GetTimeoutError:
         ray.cancel(ref, force=True)
         raise RuntimeError(f"a decode task did not finish in {DECODE_WAIT_S:g} s: resources.decode_workers needs "

@@ -74,3 +74,48 @@ def test_decode_workers_need_free_cpus_and_a_media_modality(tmp_path, ray_addres
     done = run_cli("validate", str(_job(tmp_path, "text", "{decode_workers: 2}", modality="text",
                                         tokenizer="{kind: bytes}")))
     assert done.returncode != 0 and "decode_workers: 2 applies to image, audio and video" in done.stderr
+
+
+def _by_value() -> None:
+    """Ray workers cannot import this test module: send its functions by value, as for a script's own."""
+    import sys
+
+    from ray import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _decode_or_die(record, source):
+    """decode_image, except that the process dies on 'die.jpg' (as a decoder crashing on a file would)."""
+    import os
+
+    from pipeline.decoders.image import decode_image
+    if record.id.endswith("die.jpg"):
+        os._exit(139)
+    return decode_image(record, source)
+
+
+def test_a_decoder_crash_costs_only_its_record(tmp_path, ray_address):
+    """A decode task's process dies on one record of a batch: the batch is decoded again record by record, that
+    record alone is quarantined (its process died), and the others decode as they do in the worker."""
+    import numpy as np
+
+    from pipeline.decoders.image import decode_image
+    from pipeline.errors import DecodeError
+    from pipeline.runner import decode_in_tasks
+    from pipeline.sources import RawRecord
+    from pipeline.spec import SourceSpec
+    photos = mf.write_gallery(tmp_path / "photos", n=6)
+    names = [p.name for p in photos[:3]] + ["die.jpg"] + [p.name for p in photos[3:]]
+    data = {p.name: p.read_bytes() for p in photos} | {"die.jpg": photos[0].read_bytes()}
+    records = [RawRecord(str(tmp_path / n), str(tmp_path / n), data[n], len(data[n])) for n in names]
+    source = SourceSpec(uri=str(tmp_path), modality="image")
+    _by_value()
+    out = list(decode_in_tasks(records, _decode_or_die, source, 0, tasks=1))
+    assert [r.id for r, _ in out] == [r.id for r in records]
+    for record, payload in out:
+        if record.id.endswith("die.jpg"):
+            assert isinstance(payload, DecodeError) and "process died on this record" in payload.reason
+        else:
+            expect = decode_image(RawRecord(record.source, record.member, record.data, record.n_bytes), source)
+            assert isinstance(payload, np.ndarray) and np.array_equal(payload, expect)
+            assert record.meta["width"] == expect.shape[1]  # the meta the task's decoder wrote came back
