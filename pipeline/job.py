@@ -181,6 +181,16 @@ def copy_tokenizer(storage: Storage, tokenizer: Tokenizer) -> None:
             storage.write_atomic(rel, data)
 
 
+def remove_stale_tokenizer_files(storage: Storage, tokenizer: Tokenizer) -> list[str]:
+    """Delete files under OUT/tokenizer/ that the tokenizer no longer has (its file was renamed or replaced).
+    Run after the new index is written: until then, a reader of the previous index may still open them."""
+    keep = {path.name for path in tokenizer.files()}
+    stale = [name for name in storage.listdir(layout.TOKENIZER_DIR) if name not in keep]
+    for name in stale:
+        storage.remove(layout.check_tokenizer_path(layout.tokenizer_file(name)))
+    return stale
+
+
 def index_header(spec: JobSpec, tokenizer: Tokenizer, engine: str, dtype: str,
                  spec_hash: str | None = None) -> dict[str, Any]:
     desc = tokenizer.describe()
@@ -320,6 +330,8 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     crash_point("index-written")
     lease.check()
     removed, orphans = cleanup(ledger, units, scan)
+    for name in remove_stale_tokenizer_files(storage, tokenizer):
+        log.info("removed %s/%s: the tokenizer has no such file now", layout.TOKENIZER_DIR, name)
     finished = time.time()
     summary = RunSummary(
         name=spec.name, output=storage.uri, units_total=len(units), units_run=len(todo),

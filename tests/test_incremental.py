@@ -108,3 +108,20 @@ def test_two_runs_at_once_one_refuses_and_crashed_holder_is_taken_over(root, bpe
     holder.wait()
     run_ok(nightly, ray_address)  # the holder is gone: its lease is taken over
     assert not (root / "out" / LOCK).exists()
+
+
+def test_a_renamed_tokenizer_file_leaves_no_stale_copy(root, bpe_tokenizer, ray_address):
+    """The tokenizer file renamed between runs (same content): nothing is redone, and OUT/tokenizer/ then holds
+    the new name only, which the index names; the old copy is removed after the new index is written."""
+    first = job(root, bpe_tokenizer, "out")
+    run_ok(first, ray_address)
+    assert sorted(p.name for p in (root / "out" / "tokenizer").iterdir()) == [bpe_tokenizer.name]
+    moved = root / "tok2" / "renamed-tokenizer.json"
+    moved.parent.mkdir()
+    shutil.copyfile(bpe_tokenizer, moved)
+    before = index(root, "out")
+    log = run_ok(job(root, moved, "out"), ray_address)
+    assert sorted(p.name for p in (root / "out" / "tokenizer").iterdir()) == ["renamed-tokenizer.json"], log[-2000:]
+    data = json.loads((root / "out" / "dataset.json").read_text())
+    assert data["tokenizer"]["files"] == ["tokenizer/renamed-tokenizer.json"]
+    assert index(root, "out") == before  # the same shards: a file's name is not its content
