@@ -63,6 +63,7 @@ class DynamicMerge(Stage):
         # load the compiled merge loop now (numba's disk cache, or a one-time compile of ~8 s),
         # so that an actor pays it when it starts, not inside its first shard
         MergeEngine(np.array([1, 2, 1, 2], np.int64), np.zeros(4, bool), 3, 1, 2).run()
+        self.walls = _wall_ids(ctx)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         tokens, offsets = flat_tokens(table)
@@ -93,13 +94,14 @@ class DynamicMerge(Stage):
         return [(r, min(r + step, n_rows)) for r in range(0, n_rows, step)]
 
     def _blocked(self, table: pa.Table, tokens: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """Pairs never merged: across documents, into the EOS token, and (optionally) across words."""
+        """Pairs never merged: across documents, with EOS, BOS or any special token, and (optionally) across
+        words. A merged BOS would vanish into a new id, and readers look for it at each document's start."""
         blocked = np.zeros(len(tokens), bool)
         blocked[offsets[1:][np.diff(offsets) > 0] - 1] = True
-        if self.ctx.eos_id is not None and len(tokens):
-            is_eos = tokens == self.ctx.eos_id
-            blocked |= is_eos
-            blocked[:-1] |= is_eos[1:]
+        if len(tokens):
+            is_wall = self.walls[tokens.astype(np.int64)]
+            blocked |= is_wall
+            blocked[:-1] |= is_wall[1:]
         if self.spec.within_words:
             blocked |= ~word_internal(text_layout(table, self.ctx, tokens, offsets), offsets)
         return blocked
@@ -114,6 +116,17 @@ class DynamicMerge(Stage):
                       "reduction": round(1 - after / before, 6) if before else 0.0,
                       "dynamic_vocab_size": sum(sizes), "max_group_vocab_size": max(sizes, default=0),
                       "groups": len(groups)}
+
+
+def _wall_ids(ctx: Any) -> np.ndarray:
+    """Per base id: never merged with a neighbour (EOS, and every special token: an id without bytes)."""
+    walls = np.zeros(ctx.base_vocab_size, bool)
+    if ctx.token_bytes:
+        n = min(len(ctx.token_bytes), ctx.base_vocab_size)
+        walls[:n] = np.fromiter((b is None for b in ctx.token_bytes[:n]), bool, count=n)
+    if ctx.eos_id is not None and ctx.eos_id < ctx.base_vocab_size:
+        walls[ctx.eos_id] = True
+    return walls
 
 
 def dynamic_token_dtype(base_vocab_size: int, max_merges: int) -> str:

@@ -101,6 +101,20 @@ def test_no_merge_across_documents_or_into_eos():
     assert rows(out) == [[5, 0], [5, 0], [2, 5, 0]]
 
 
+def test_no_merge_with_bos_or_any_special_token():
+    """Id 4 has no bytes (a special token: BOS here). (4, 1) is as frequent as (1, 2), and after the first merge
+    (4, 5) would be the top pair: BOS must stay the first token of each document, and 3 (a special spelled
+    inside the text) merges with nothing either."""
+    token_bytes = [b"a", b"b", b"c", b"d", None, b"e"]
+    docs = [[4, 1, 2, 0], [4, 1, 2, 0], [4, 1, 2, 3, 1, 2, 0]]
+    token_bytes[3] = None
+    out, _ = run_dynamic(make_table(docs), 6, eos_id=0, token_bytes=token_bytes, max_merges=10)
+    merges = json.loads(out.schema.metadata[VOCAB_KEY])["groups"][0]["merges"]
+    assert merges == [[1, 2]]
+    assert rows(out) == [[4, 6, 0], [4, 6, 0], [4, 6, 3, 6, 0]]
+    assert rows(expand_table(out)) == docs
+
+
 def test_empty_and_one_token_documents_pass_through():
     docs = [[], [3], [1, 2, 1, 2], [], [4]]
     table = make_table(docs)
