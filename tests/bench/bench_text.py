@@ -305,7 +305,25 @@ def run_bench(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         result["raw"][engine].update(raw_file_speed(tokenizer, engine, corpus, result["corpus"]["bytes"],
                                                     BATCH_DOCS))
     result.update(pipeline_all(corpus, tokenizer, workdir, args, result["corpus"]["bytes"]))
+    result["paired"] = paired_runs(corpus, tokenizer, workdir, args, result["corpus"]["bytes"])
     return result
+
+
+def paired_runs(corpus: Path, tokenizer: Path, workdir: Path, args: argparse.Namespace, text_bytes: int) -> dict:
+    """--pairs N: N more (engine reading the input, then `tokenmill run`) pairs per engine but hf, back to back,
+    so that each ratio compares two runs a few seconds apart on a machine whose speed drifts."""
+    from pipeline.unit import BATCH_DOCS
+    out: dict[str, list[dict[str, float]]] = {}
+    for _ in range(args.pairs):
+        for engine in (e for e in args.engines if e != "hf"):
+            log.info("pair: %s reading %s itself, then tokenmill run", engine, corpus.name)
+            raw = raw_file_speed(tokenizer, engine, corpus, text_bytes, BATCH_DOCS)
+            spec = bench_spec(corpus, tokenizer, workdir / f"out-{engine}", engine, args.workers,
+                              int(args.unit_mb * 2**20) if args.unit_mb else None)
+            run = pipeline_speed(spec, args.workers, text_bytes, workdir)
+            out.setdefault(engine, []).append({"raw_file_mb_s": raw["file_mb_s"], "pipeline_mb_s": run["mb_s"],
+                                               "ratio": run["mb_s"] / raw["file_mb_s"], "fixed_s": run["fixed_s"]})
+    return out
 
 
 def raw_all(tokenizer: Path, docs: list[str], engines: list[str], threads: int) -> dict[str, Any]:
@@ -353,6 +371,13 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(f"| {engine} | {raw['mb_s']:.2f} | {file_mb_s:.2f} | {raw['mismatched_docs']} "
                      f"| {run.get('mb_s', 0):.2f} | {file_ratio} | {ratio} | {run.get('wall_s', 0):.1f} | {fixed} "
                      f"| {', '.join(map(str, run.get('peak_rss_gib', [])))} |")
+    for engine, pairs in result.get("paired", {}).items():
+        ratios = sorted(p["ratio"] for p in pairs)
+        fixed = sorted(p["fixed_s"] for p in pairs)
+        each = ", ".join(f"{p['ratio']:.2f}x" for p in pairs)
+        lines += ["", f"{engine}, {len(pairs)} back-to-back pairs (engine reading the input, then `tokenmill run`): "
+                  f"pipeline / raw {each}; median "
+                  f"{ratios[len(ratios) // 2]:.2f}x; fixed cost {fixed[0]:.1f}-{fixed[-1]:.1f} s"]
     phases = [(engine, run["phases"]) for engine, run in result["pipeline"].items() if run.get("phases")]
     if phases:
         names = list(phases[0][1])
@@ -374,6 +399,8 @@ def configure_bench_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--unit-mb", type=float, default=0, help="source.unit_bytes of the pipeline runs, in MiB "
                    "(default: the spec's own; the planner cuts a file of 16 MiB or more into at least 4 pieces)")
+    p.add_argument("--pairs", type=int, default=0, help="then N back-to-back (raw reading the input, pipeline) "
+                   "pairs per engine but hf, and their median ratio")
     p.add_argument("--json", help="also write every figure to this file")
 
 
