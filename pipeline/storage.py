@@ -24,6 +24,9 @@ _TRANSIENT_ERRNO = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETI
 _CLIENT_TRANSIENT = {"ClientConnectionError", "ClientPayloadError", "ServerTimeoutError", "EndpointConnectionError",
                      "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError", "IncompleteReadError",
                      "ResponseStreamingError"}
+# aiohttp raises ClientResponseError from this when a reply cannot be parsed (a garbled status line, broken
+# headers): the connection carried noise, not an answer, so it is worth a retry like a reset
+_UNPARSABLE = "HttpProcessingError"
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 # a timeout has already waited its bounded time (S3_TIMEOUTS): retrying it again here would multiply the wait
 _WAITED = {"ReadTimeoutError", "ConnectTimeoutError", "ServerTimeoutError"}
@@ -43,6 +46,8 @@ def is_transient(exc: BaseException) -> bool:
     if {c.__name__ for c in type(exc).__mro__} & _CLIENT_TRANSIENT:
         return True
     if isinstance(exc, OSError) and (exc.errno in _TRANSIENT_ERRNO or (exc.errno is None and type(exc) is OSError)):
+        return True
+    if _UNPARSABLE in {c.__name__ for c in type(exc.__cause__).__mro__}:  # a reply that was not HTTP at all
         return True
     wrapped = getattr(exc, "kwargs", None)
     inner = wrapped.get("error") if isinstance(wrapped, dict) else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import random
 import socket
+import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -145,3 +146,38 @@ def _quarantined(env: dict, out: str) -> list[dict]:
             with fs.open(path) as f:
                 rows += pq.read_table(f).to_pylist()
     return rows
+
+
+class _Garbler(socketserver.ThreadingTCPServer):
+    """Answers every request with a garbled status line, as a broken proxy or load balancer may."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _GarbleHandler)
+
+
+class _GarbleHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # the request's head
+            pass
+        self.wfile.write(b"HTTP/1.1 2O0 0K\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_a_garbled_status_line_is_transient():
+    """The real client stack (s3fs, aiobotocore, aiohttp) against a server whose reply is not HTTP: the error it
+    raises is retried as transient (pipeline.storage.is_transient), as a reset is, not reported as an answer."""
+    from pipeline.storage import is_transient
+    server = _Garbler()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        fs = s3fs.S3FileSystem(endpoint_url=f"http://127.0.0.1:{server.server_address[1]}", key="testing",
+                               secret="testing", skip_instance_cache=True,
+                               config_kwargs={"retries": {"max_attempts": 1}})
+        fs.retries = 1  # s3fs's own retries: the first error is the one judged
+        with pytest.raises(Exception) as raised:
+            fs.cat_file("bucket/key")
+    finally:
+        server.shutdown()
+    assert is_transient(raised.value), f"{type(raised.value).__name__}: {raised.value!r}"
