@@ -24,7 +24,12 @@ ID_SEPARATORS = "@#/"
 
 
 class NotFound(LookupError):
-    """No shard of the dataset holds what was asked for; the message says what was looked at."""
+    """No shard of the dataset holds what was asked for; the message says what was looked at, and `details`
+    what is known instead (a quarantined sample: its reason, stage and errors file)."""
+
+    def __init__(self, message: str, details: dict | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
 
 
 def _id_matches(sample_id: str, uri: str) -> bool:
@@ -98,25 +103,29 @@ def locate_sample(ds: Dataset, sample_id: str) -> dict:
                     "input": inp.to_json(), "file": ref.rel, "format": ref.fmt, "in_index": entry.shard in _indexed(ds),
                     "shards_read": n_read}
     looked = ", ".join(sorted({e.shard for e, _ in pairs})) or "none"
-    quarantined = _quarantine_reason(ds, sample_id)
+    quarantined = _quarantined(ds, sample_id)
     if quarantined:
-        raise NotFound(f"sample {sample_id!r} was {quarantined}")
+        raise NotFound(f"sample {sample_id!r} was {_quarantine_text(quarantined)}", {"quarantined": quarantined})
     raise NotFound(f"sample {sample_id!r} is not in {ds.folder.uri} (no input in the ledger matches it, "
                    "in full or by its end)" if not pairs else
                    f"sample {sample_id!r} is not in the shards of its input ({looked})")
 
 
-def _quarantine_reason(ds: Dataset, sample_id: str) -> str | None:
-    """The reason (and stage) the sample was set aside, from _errors/, if it was."""
+def _quarantined(ds: Dataset, sample_id: str) -> dict | None:
+    """Why (and at which stage, in which errors file) the sample was set aside, from _errors/, if it was."""
     errors = ds.folder.errors().to_pylist()
     for row in errors:
         member = row.get("member") or ""
         if sample_id in (row["uri"], f"{row['uri']}{member}", f"{row['uri']}/{member}"):
-            where = f"_errors/{row['unit']}.parquet"
-            if row["stage"] == EMPTY:
-                return f"empty, skipped: {row['reason']} (listed in {where})"
-            return f"quarantined, not tokenized: {row['reason']} (stage {row['stage']}, {where})"
+            return {"uri": row["uri"], "member": member, "reason": row["reason"], "stage": row["stage"],
+                    "unit": row["unit"], "errors_file": f"_errors/{row['unit']}.parquet", "empty": row["stage"] == EMPTY}
     return None
+
+
+def _quarantine_text(q: dict) -> str:
+    if q["empty"]:
+        return f"empty, skipped: {q['reason']} (listed in {q['errors_file']})"
+    return f"quarantined, not tokenized: {q['reason']} (stage {q['stage']}, {q['errors_file']})"
 
 
 def _source_matches(uri: str, inp_uri: str) -> bool:
@@ -187,6 +196,9 @@ def lineage_cli(args: argparse.Namespace) -> int:
             return 2
     except (NotFound, DatasetError) as err:
         sys.stderr.write(f"tokenmill: {err}\n")
+        if getattr(args, "json", False):  # a script asked for JSON: it gets JSON, on stdout, with the exit status 1
+            sys.stdout.write(json.dumps({"found": False, "error": str(err), **getattr(err, "details", {})},
+                                        indent=2) + "\n")
         return 1
     sys.stdout.write(json.dumps(result, indent=2) + "\n" if getattr(args, "json", False) else _text(result))
     return 0

@@ -112,6 +112,23 @@ def test_cli(files, capsys):
     assert "not in" in capsys.readouterr().err
 
 
+def test_cli_json_answers_in_json_when_the_sample_is_not_in_a_shard(files, capsys):
+    """`inspect --sample ID --json` for a quarantined (or empty) input, and for an unknown id: JSON on stdout,
+    exit status 1, the message on stderr too."""
+    bad = files.errors[0]
+    args = argparse.Namespace(out=str(files.out), sample=bad["uri"] + (bad["member"] or ""), source=None, json=True)
+    assert lineage_cli(args) == 1
+    captured = capsys.readouterr()
+    got = json.loads(captured.out)
+    assert got["found"] is False and "quarantined" in got["error"] and "quarantined" in captured.err
+    assert got["quarantined"]["reason"] == bad["reason"] and got["quarantined"]["stage"] == bad["stage"]
+    assert got["quarantined"]["errors_file"] == f"_errors/{bad['unit']}.parquet"
+    args = argparse.Namespace(out=str(files.out), sample="/nowhere/x", source=None, json=True)
+    assert lineage_cli(args) == 1
+    got = json.loads(capsys.readouterr().out)
+    assert got["found"] is False and "no input in the ledger matches it" in got["error"] and "quarantined" not in got
+
+
 def test_a_unique_end_of_an_id_is_enough(files, lines):
     s = next(s for s in files.samples if s["source"].endswith("/json/decoder.py"))
     assert find_sample(str(files.out), "json/decoder.py")["sample"] == s["id"]
