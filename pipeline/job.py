@@ -185,9 +185,15 @@ def remove_stale_tokenizer_files(storage: Storage, tokenizer: Tokenizer) -> list
     """Delete files under OUT/tokenizer/ that the tokenizer no longer has (its file was renamed or replaced).
     Run after the new index is written: until then, a reader of the previous index may still open them."""
     keep = {path.name for path in tokenizer.files()}
-    stale = [name for name in storage.listdir(layout.TOKENIZER_DIR) if name not in keep]
-    for name in stale:
-        storage.remove(layout.check_tokenizer_path(layout.tokenizer_file(name)))
+    stale = []
+    for name, info in storage.list_detail(layout.TOKENIZER_DIR).items():
+        if name in keep or info["type"] != "file" or not layout.TOKENIZER_FILE.fullmatch(name):
+            continue  # a folder or an odd name there is not a tokenizer copy: left alone
+        try:
+            storage.remove(layout.tokenizer_file(name))
+            stale.append(name)
+        except OSError as exc:  # the dataset is complete; an old copy left behind costs nothing
+            log.warning("could not remove %s/%s: %s", layout.TOKENIZER_DIR, name, exc)
     return stale
 
 

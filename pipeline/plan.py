@@ -5,7 +5,8 @@ cheap and gives the same units on every rerun. Small files are grouped by conten
 boundaries over the sorted listing: a file ends a unit when a hash of its path falls under
 size/unit_bytes. Adding or removing one file therefore changes only the unit it falls in,
 which is what makes nightly incremental runs redo only new work. A small corpus is grouped
-by a smaller size (group_bytes), so it still gives enough units to share between workers. Cost: O(n) in the listing.
+by a smaller size (group_bytes), so it still gives enough units to share between workers;
+that size steps with the listing's total (powers of two), and a step regroups its small files. Cost: O(n) in the listing.
 Entries the listing cannot read (pipeline.sources.listing) ride in units like files of
 size 0, so their readers quarantine them and the run counts them. Compressed lines/jsonl
 files are one unit each: a compressed stream cannot be entered at a byte offset.

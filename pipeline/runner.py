@@ -101,12 +101,14 @@ class UnitWorker:
         return os.getpid()
 
 
+_DECODER_LOST = _ACTOR_LOST + tuple(getattr(ray.exceptions, n) for n in ("OutOfMemoryError",)
+                                    if hasattr(ray.exceptions, n))  # Ray's memory monitor killed the task
 DECODE_BATCH = 32               # media records per decode task: amortises the task's ~1 ms round trip
 DECODE_BATCH_BYTES = 64 << 20   # ... or this much of their input, whichever comes first
 DECODE_WAIT_S = 300.0           # a decode task not done in this long: no CPU is free to run it
 
 
-@ray.remote(num_cpus=1)
+@ray.remote(num_cpus=1, max_retries=0)  # a batch whose process died is retried here, record by record
 def _decode_batch(decode: Callable, records: list, source: Any) -> list[tuple[Any, dict]]:
     """In a Ray worker process: (payload or DecodeError, the meta the decoder wrote) per record."""
     from pipeline.decoders.pool import safe_decode
@@ -127,10 +129,12 @@ def decode_in_tasks(items: Iterable, decode: Callable, source: Any, threads: int
         batch.append(item)
         size += getattr(item, "n_bytes", 0)
         if len(batch) >= DECODE_BATCH or size >= DECODE_BATCH_BYTES:
+            # at most `tasks` batches in flight: the oldest one's results are collected before the next is sent,
+            # and handed to the encoder after, so `tasks` batches decode while it encodes
+            ready = list(_decoded(decode, source, *window.popleft())) if len(window) >= tasks else []
             window.append(_submit_decode(decode, batch, source))
             batch, size = [], 0
-            while len(window) > tasks:
-                yield from _decoded(decode, source, *window.popleft())
+            yield from ready
     if batch:
         window.append(_submit_decode(decode, batch, source))
     while window:
@@ -161,13 +165,13 @@ def _wait_decoded(ref: Any, decode: Callable, source: Any, records: list) -> lis
     from pipeline.errors import DecodeError
     try:
         return _get_decoded(ref)
-    except _ACTOR_LOST as exc:
+    except _DECODER_LOST as exc:
         log.warning("a decode task died (%s): decoding its %d records one by one", type(exc).__name__, len(records))
     out = []
     for record, single in [(r, _decode_batch.remote(decode, [r], source)) for r in records]:
         try:
             out.extend(_get_decoded(single))
-        except _ACTOR_LOST as exc:
+        except _DECODER_LOST as exc:
             out.append((DecodeError(record.source, record.member, f"the decoder's process died on this record: "
                                     f"{type(exc).__name__}"), {}))
     return out
@@ -175,16 +179,17 @@ def _wait_decoded(ref: Any, decode: Callable, source: Any, records: list) -> lis
 
 def _get_decoded(ref: Any) -> list[tuple[Any, dict]]:
     """A decode task's results. Its records' own errors are in them (safe_decode); a task that raised anyway
-    (its arguments did not unpickle, a BaseException) is no record's fault: the unit fails and is retried."""
+    (its arguments did not unpickle, a BaseException) is no record's fault: the unit fails, with the error."""
     try:
         return ray.get(ref, timeout=DECODE_WAIT_S)
     except RayTaskError as exc:
         raise RuntimeError(f"a decode task failed: {exc}") from None
     except ray.exceptions.GetTimeoutError:
         ray.cancel(ref, force=True)
-        raise RuntimeError(f"a decode task did not finish in {DECODE_WAIT_S:g} s: resources.decode_workers needs "
-                           "CPUs beside the workers' and none ran it; lower workers or cpus_per_worker, or set "
-                           "decode_workers: 0 (decode in threads inside each worker)") from None
+        raise RuntimeError(f"a decode task did not finish in {DECODE_WAIT_S:g} s: either no CPU beside the workers' "
+                           f"was free to run it (lower workers or cpus_per_worker), or {DECODE_BATCH} of these records "
+                           "take longer to decode (long videos); or set decode_workers: 0 (decode in threads inside "
+                           "each worker)") from None
 
 
 def decode_tasks_per_worker(spec: JobSpec, n_workers: int) -> int:

@@ -120,8 +120,10 @@ def test_a_renamed_tokenizer_file_leaves_no_stale_copy(root, bpe_tokenizer, ray_
     moved.parent.mkdir()
     shutil.copyfile(bpe_tokenizer, moved)
     before = index(root, "out")
+    (root / "out" / "tokenizer" / "a-folder").mkdir()  # not a tokenizer copy: left alone, and no obstacle
     log = run_ok(job(root, moved, "out"), ray_address)
-    assert sorted(p.name for p in (root / "out" / "tokenizer").iterdir()) == ["renamed-tokenizer.json"], log[-2000:]
+    assert sorted(p.name for p in (root / "out" / "tokenizer").iterdir()) == ["a-folder", "renamed-tokenizer.json"], \
+        log[-2000:]
     data = json.loads((root / "out" / "dataset.json").read_text())
     assert data["tokenizer"]["files"] == ["tokenizer/renamed-tokenizer.json"]
     assert index(root, "out") == before  # the same shards: a file's name is not its content

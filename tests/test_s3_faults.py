@@ -181,3 +181,9 @@ def test_a_garbled_status_line_is_transient():
     finally:
         server.shutdown()
     assert is_transient(raised.value), f"{type(raised.value).__name__}: {raised.value!r}"
+    chain, exc = [], raised.value  # the unparsable reply itself is what made it transient, not a reset
+    while exc is not None:
+        chain.append(type(exc).__name__)
+        inner = getattr(exc, "kwargs", {}).get("error") if isinstance(getattr(exc, "kwargs", None), dict) else None
+        exc = exc.__cause__ or inner
+    assert "HttpProcessingError" in chain, chain

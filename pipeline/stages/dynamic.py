@@ -119,11 +119,12 @@ class DynamicMerge(Stage):
 
 
 def _wall_ids(ctx: Any) -> np.ndarray:
-    """Per base id: never merged with a neighbour (EOS, and every special token: an id without bytes)."""
+    """Per base id: never merged with a neighbour (EOS, and every special token: an id without bytes, which the
+    tokenizers give as b"" and the stage context may give as None)."""
     walls = np.zeros(ctx.base_vocab_size, bool)
     if ctx.token_bytes:
         n = min(len(ctx.token_bytes), ctx.base_vocab_size)
-        walls[:n] = np.fromiter((b is None for b in ctx.token_bytes[:n]), bool, count=n)
+        walls[:n] = np.fromiter((not b for b in ctx.token_bytes[:n]), bool, count=n)
     if ctx.eos_id is not None and ctx.eos_id < ctx.base_vocab_size:
         walls[ctx.eos_id] = True
     return walls

@@ -105,14 +105,27 @@ def test_no_merge_with_bos_or_any_special_token():
     """Id 4 has no bytes (a special token: BOS here). (4, 1) is as frequent as (1, 2), and after the first merge
     (4, 5) would be the top pair: BOS must stay the first token of each document, and 3 (a special spelled
     inside the text) merges with nothing either."""
-    token_bytes = [b"a", b"b", b"c", b"d", None, b"e"]
+    token_bytes = [b"", b"b", b"c", b"", b"", b"e"]  # as the tokenizers give them: b"" for EOS and specials
     docs = [[4, 1, 2, 0], [4, 1, 2, 0], [4, 1, 2, 3, 1, 2, 0]]
-    token_bytes[3] = None
     out, _ = run_dynamic(make_table(docs), 6, eos_id=0, token_bytes=token_bytes, max_merges=10)
     merges = json.loads(out.schema.metadata[VOCAB_KEY])["groups"][0]["merges"]
     assert merges == [[1, 2]]
     assert rows(out) == [[4, 6, 0], [4, 6, 0], [4, 6, 3, 6, 0]]
     assert rows(expand_table(out)) == docs
+
+
+def test_a_real_tokenizers_specials_are_walls(bpe_tokenizer):
+    """With the bytes a real tokenizer gives (pipeline.tokenizers: b"" for its special tokens), every special id,
+    EOS included, is a wall, and no other id is."""
+    from pipeline.spec import TokenizerSpec
+    from pipeline.stages.dynamic import _wall_ids
+    from pipeline.tokenizers import build_tokenizer
+    tok = build_tokenizer(TokenizerSpec(kind="hf", path=str(bpe_tokenizer)))
+    token_bytes = tok.token_bytes()
+    walls = _wall_ids(StageContext(modality="text", base_vocab_size=tok.vocab_size, eos_id=tok.eos_id,
+                                   token_bytes=token_bytes))
+    specials = [i for i, b in enumerate(token_bytes) if not b]
+    assert tok.eos_id in specials and walls[specials].all() and walls.sum() == len(specials)
 
 
 def test_empty_and_one_token_documents_pass_through():
