@@ -122,7 +122,7 @@ def decode_in_tasks(items: Iterable, decode: Callable, source: Any, threads: int
     "Where decoding runs"). The arrays come back through the object store. A batch whose process died (a
     decoder crash) is decoded again record by record, and a record that kills its process alone is
     quarantined; its neighbours are not. `threads` is the thread pool's argument, unused here."""
-    window: deque[tuple[list, Any]] = deque()
+    window: deque[tuple[list, list, Any]] = deque()
     batch: list = []
     size = 0
     for item in items:
@@ -141,15 +141,15 @@ def decode_in_tasks(items: Iterable, decode: Callable, source: Any, threads: int
         yield from _decoded(decode, source, *window.popleft())
 
 
-def _submit_decode(decode: Callable, batch: list, source: Any) -> tuple[list, Any]:
+def _submit_decode(decode: Callable, batch: list, source: Any) -> tuple[list, list, Any]:
+    """(the batch, its records to decode, the task decoding them or None); Quarantined items ride along."""
     from pipeline.errors import Quarantined
     records = [item for item in batch if not isinstance(item, Quarantined)]
-    return batch, _decode_batch.remote(decode, records, source) if records else None
+    return batch, records, _decode_batch.remote(decode, records, source) if records else None
 
 
-def _decoded(decode: Callable, source: Any, batch: list, ref: Any) -> Iterator[tuple]:
+def _decoded(decode: Callable, source: Any, batch: list, records: list, ref: Any) -> Iterator[tuple]:
     from pipeline.errors import Quarantined
-    records = [item for item in batch if not isinstance(item, Quarantined)]
     results = iter(_wait_decoded(ref, decode, source, records) if ref is not None else [])
     for item in batch:
         if isinstance(item, Quarantined):

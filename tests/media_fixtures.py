@@ -301,3 +301,23 @@ def write_tars_with_non_utf8_name(folder: Path, photos: list[Path]) -> list[Path
                     tar.addfile(info, io.BytesIO(data))
         tars.append(path)
     return tars
+
+
+def jpeg_records(n: int, size: int = 256):
+    """n in-memory 256 px (or `size`) JPEG records of the scikit-image photos, each rotated a little (benchmarks)."""
+    from PIL import Image
+
+    from pipeline.sources import RawRecord
+    photos = [Image.fromarray(photo(p)).convert("RGB").resize((size, size)) for p in PHOTOS]
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        photos[i % len(photos)].rotate(i % 11).save(buf, "JPEG", quality=90)
+        out.append(RawRecord(f"img{i}.jpg", f"img{i}.jpg", buf.getvalue(), buf.tell()))
+    return out
+
+
+def file_records(paths: list[Path]):
+    """Each file as a RawRecord, read whole."""
+    from pipeline.sources import RawRecord
+    return [RawRecord(str(p), str(p), p.read_bytes(), p.stat().st_size) for p in paths]

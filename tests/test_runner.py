@@ -9,38 +9,35 @@ from pipeline.dataset.read import DatasetFolder
 from tests.tm_testing import STDLIB, run_cli
 
 
-def test_two_units_on_two_workers_use_both(tmp_path, bpe_tokenizer, ray_address):
+def run_one_unit_per_file(tmp_path, bpe_tokenizer, ray_address, names: tuple[str, ...], workers: int) -> list:
+    """`tokenmill run` on copies of these stdlib files, each larger than unit_bytes (one unit each); the ledger."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for name in ("textwrap.py", "difflib.py"):  # each larger than unit_bytes: one unit each
+    for name in names:
         shutil.copyfile(STDLIB / name, corpus / name)
     job = tmp_path / "job.yaml"
-    job.write_text(f"name: breadth\nsource: {{uri: {corpus}, modality: code, unit_bytes: 1KiB}}\n"
+    job.write_text(f"name: runner\nsource: {{uri: {corpus}, modality: code, unit_bytes: 1KiB}}\n"
                    f"tokenizer: {{kind: hf, path: {bpe_tokenizer}}}\nsink: {{uri: {tmp_path / 'out'}}}\n"
-                   "resources: {workers: 2}\nreport: false\n")
+                   f"resources: {{workers: {workers}}}\nreport: false\n")
     done = run_cli("run", str(job), address=ray_address)
     assert done.returncode == 0, done.stderr[-2000:]
     entries = DatasetFolder(str(tmp_path / "out")).ledger().sorted()
-    assert len(entries) == 2
+    assert len(entries) == len(names)
+    return entries
+
+
+def test_two_units_on_two_workers_use_both(tmp_path, bpe_tokenizer, ray_address):
+    entries = run_one_unit_per_file(tmp_path, bpe_tokenizer, ray_address, ("textwrap.py", "difflib.py"), workers=2)
     assert len({e.run.pid for e in entries}) == 2, "both units ran on one worker"
 
 
 def test_one_worker_runs_the_largest_unit_first(tmp_path, bpe_tokenizer, ray_address):
     """Units go out largest first (so the last ones to run are small and the workers end together), whatever
     their order in the index."""
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for name in ("abc.py", "difflib.py", "textwrap.py", "zipapp.py"):  # each larger than unit_bytes: one unit each
-        shutil.copyfile(STDLIB / name, corpus / name)
-    job = tmp_path / "job.yaml"
-    job.write_text(f"name: largest\nsource: {{uri: {corpus}, modality: code, unit_bytes: 1KiB}}\n"
-                   f"tokenizer: {{kind: hf, path: {bpe_tokenizer}}}\nsink: {{uri: {tmp_path / 'out'}}}\n"
-                   "resources: {workers: 1}\nreport: false\n")
-    done = run_cli("run", str(job), address=ray_address)
-    assert done.returncode == 0, done.stderr[-2000:]
-    entries = DatasetFolder(str(tmp_path / "out")).ledger().sorted()
+    entries = run_one_unit_per_file(tmp_path, bpe_tokenizer, ray_address,
+                                    ("abc.py", "difflib.py", "textwrap.py", "zipapp.py"), workers=1)
     ran = [e.n_bytes for e in sorted(entries, key=lambda e: e.run.started)]
-    assert len(ran) == 4 and ran == sorted(ran, reverse=True), ran
+    assert ran == sorted(ran, reverse=True), ran
     assert [e.n_bytes for e in entries] != ran  # the index's order is not the run's
 
 

@@ -19,7 +19,6 @@ Results: docs/benchmarks.md ("Media decode: threads or processes").
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import tempfile
@@ -40,27 +39,12 @@ HINTS = {"image": {"size": 256, "patch": 16}, "audio": {"sample_rate": 24000},
          "video": {"fps": 8.0, "size": 256, "patch": 16}}
 
 
-def jpegs(size: int, n: int = 24) -> list[RawRecord]:
-    from PIL import Image
-    photos = [Image.fromarray(mf.photo(p)).convert("RGB").resize((size, size)) for p in mf.PHOTOS]
-    out = []
-    for i in range(n):
-        buf = io.BytesIO()
-        photos[i % len(photos)].rotate(i % 11).save(buf, "JPEG", quality=90)
-        out.append(RawRecord(f"img{i}.jpg", f"img{i}.jpg", buf.getvalue(), buf.tell()))
-    return out
-
-
-def files(paths: list[Path]) -> list[RawRecord]:
-    return [RawRecord(str(p), str(p), p.read_bytes(), p.stat().st_size) for p in paths]
-
-
 def corpora(root: Path) -> dict[str, tuple[str, list[RawRecord]]]:
     clip = mf.write_video(root / "pan.mp4", "libx264", mf.pan_frames(64, 256, 256), fps=8)
-    return {"JPEG 256 px -> 256 grid": ("image", jpegs(256)),
-            "JPEG 512 px -> 256 grid": ("image", jpegs(512)),
-            "speech WAV/FLAC/OGG/MP3 -> 24 kHz": ("audio", files(mf.write_audio(root / "audio"))),
-            "H.264 256 px, 8 s -> 8 fps": ("video", files([clip]))}
+    return {"JPEG 256 px -> 256 grid": ("image", mf.jpeg_records(24, 256)),
+            "JPEG 512 px -> 256 grid": ("image", mf.jpeg_records(24, 512)),
+            "speech WAV/FLAC/OGG/MP3 -> 24 kHz": ("audio", mf.file_records(mf.write_audio(root / "audio"))),
+            "H.264 256 px, 8 s -> 8 fps": ("video", mf.file_records([clip]))}
 
 
 _CHILD: dict = {}

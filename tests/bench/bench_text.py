@@ -237,6 +237,12 @@ def bench_spec(corpus: Path, tokenizer: Path, out: Path, engine: str, workers: i
             "sink": {"uri": str(out), "formats": ["arrow"]}, "resources": {"workers": workers}}
 
 
+def run_spec(corpus: Path, tokenizer: Path, workdir: Path, engine: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The bench's job for one engine, with --workers and --unit-mb."""
+    return bench_spec(corpus, tokenizer, workdir / f"out-{engine}", engine, args.workers,
+                      int(args.unit_mb * 2**20) if args.unit_mb else None)
+
+
 def pipeline_speed(spec: dict[str, Any], workers: int, text_bytes: int, workdir: Path) -> dict[str, Any]:
     """`tokenmill run` through the CLI (its own embedded Ray) into a fresh output; steady-state MB/s (of text,
     as raw) from the ledger's unit times, and the fixed cost: the command's wall time minus that span."""
@@ -318,9 +324,7 @@ def paired_runs(corpus: Path, tokenizer: Path, workdir: Path, args: argparse.Nam
         for engine in (e for e in args.engines if e != "hf"):
             log.info("pair: %s reading %s itself, then tokenmill run", engine, corpus.name)
             raw = raw_file_speed(tokenizer, engine, corpus, text_bytes, BATCH_DOCS)
-            spec = bench_spec(corpus, tokenizer, workdir / f"out-{engine}", engine, args.workers,
-                              int(args.unit_mb * 2**20) if args.unit_mb else None)
-            run = pipeline_speed(spec, args.workers, text_bytes, workdir)
+            run = pipeline_speed(run_spec(corpus, tokenizer, workdir, engine, args), args.workers, text_bytes, workdir)
             out.setdefault(engine, []).append({"raw_file_mb_s": raw["file_mb_s"], "pipeline_mb_s": run["mb_s"],
                                                "ratio": run["mb_s"] / raw["file_mb_s"], "fixed_s": run["fixed_s"]})
     return out
@@ -344,9 +348,8 @@ def pipeline_all(corpus: Path, tokenizer: Path, workdir: Path, args: argparse.Na
     out: dict[str, Any] = {"pipeline": {}}
     for engine in args.engines:
         log.info("pipeline: tokenmill run, %s, %d workers", engine, args.workers)
-        spec = bench_spec(corpus, tokenizer, workdir / f"out-{engine}", engine, args.workers,
-                          int(args.unit_mb * 2**20) if args.unit_mb else None)
-        out["pipeline"][engine] = pipeline_speed(spec, args.workers, text_bytes, workdir)
+        out["pipeline"][engine] = pipeline_speed(run_spec(corpus, tokenizer, workdir, engine, args), args.workers,
+                                                 text_bytes, workdir)
     return out
 
 

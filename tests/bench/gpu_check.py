@@ -15,7 +15,6 @@ when a correctness check fails.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -43,21 +42,6 @@ def sync() -> None:
     import torch
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-
-
-def jpegs(n: int, size: int = 256) -> list[RawRecord]:
-    from PIL import Image
-    photos = [Image.fromarray(mf.photo(p)).convert("RGB").resize((size, size)) for p in mf.PHOTOS]
-    out = []
-    for i in range(n):
-        buf = io.BytesIO()
-        photos[i % len(photos)].rotate(i % 11).save(buf, "JPEG", quality=90)
-        out.append(RawRecord(f"img{i}.jpg", f"img{i}.jpg", buf.getvalue(), buf.tell()))
-    return out
-
-
-def files(paths: list[Path]) -> list[RawRecord]:
-    return [RawRecord(str(p), str(p), p.read_bytes(), p.stat().st_size) for p in paths]
 
 
 def measure(name: str, unit: str, tok, records: list[RawRecord], modality: str, amount, batch: int) -> None:
@@ -107,7 +91,7 @@ def with_contract(model, root: Path, name: str, size: int = 256) -> Path:
 
 
 def images(root: Path, gpu: bool, n: int) -> None:
-    records = jpegs(n)
+    records = mf.jpeg_records(n)
     book = mf.image_codebook(root / "cb", k=1024, image_size=256)
     vq = build_tokenizer(TokenizerSpec(kind="image-vq", path=str(book)))
     measure("image-vq K=1024 256x256", "images", vq, records, "image", len, 256)
@@ -137,7 +121,7 @@ def audio(root: Path, gpu: bool) -> None:
     paths = mf.write_audio(root / "aud")[:3] * (16 if gpu else 1)
     path = with_contract(ref.audio_rvq(), root, "audio")
     tok = build_tokenizer(TokenizerSpec(kind="torch-export", path=str(path)))
-    measure("audio RVQ reference 24 kHz", "audio-s", tok, files(paths), "audio",
+    measure("audio RVQ reference 24 kHz", "audio-s", tok, mf.file_records(paths), "audio",
             lambda ps: sum(p.seconds for p in ps), tok.batch_size)
 
 
@@ -146,7 +130,7 @@ def video(root: Path, gpu: bool) -> None:
              for i in range(8 if gpu else 1)]
     path = with_contract(ref.causal_video(), root, "video")
     tok = build_tokenizer(TokenizerSpec(kind="torch-export", path=str(path)))
-    measure("causal video reference", "frames", tok, files(clips), "video",
+    measure("causal video reference", "frames", tok, mf.file_records(clips), "video",
             lambda ps: sum(len(p.frames) for p in ps), tok.batch_size)
 
 
@@ -178,7 +162,7 @@ def decode_apart(n: int) -> None:
 
     from pipeline import runner
     cpus = os.cpu_count() or 2
-    records = jpegs(n)
+    records = mf.jpeg_records(n)
     source = SourceSpec(uri="bench", modality="image")
     decode = partial(decoder_for("image"), size=256, patch=16)
     runner.connect(None, cpus)
