@@ -76,6 +76,13 @@ def test_parquet_units_are_row_group_ranges(tmp_path):
     assert ranges[0][0] == 0 and ranges[-1][1] == 10
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
     assert len(units) > 1
+    # a unit's n_bytes is what it reads (its column chunks), not its count of row groups
+    meta = pq.ParquetFile(path).metadata
+    chunks = [meta.row_group(g).column(0).total_compressed_size for g in range(meta.num_row_groups)]
+    assert [u.n_bytes for u in units] == [sum(chunks[a:b]) for a, b in ranges]
+    assert sum(chunks) < path.stat().st_size and min(u.n_bytes for u in units) > 1000
+    again = [type(u).from_json(json.loads(json.dumps(u.to_json()))) for u in units]
+    assert again == units and [u.n_bytes for u in again] == [u.n_bytes for u in units]
 
 
 def test_a_big_file_is_cut_for_every_worker_and_by_the_file_alone(tmp_path):
