@@ -14,6 +14,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from pipeline.dataset.layout import temporary_name
+from pipeline.direct_write import DIRECT_MIN_BYTES, write_direct
 
 _LOCAL_PROTOCOLS = ("file", "local")
 # the errno values of storage I/O worth retrying; ENOENT, EACCES, EISDIR... are answers, not accidents
@@ -107,7 +108,14 @@ class Storage:
         retried(self._write_once, rel, data)
 
     def _write_once(self, rel: str, data: bytes) -> None:
-        with atomic_file(self.fs, self.path(rel)) as f:
+        path = self.path(rel)
+        if is_local(self.fs) and len(data) >= DIRECT_MIN_BYTES:  # a shard: past the page cache (direct_write)
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            tmp = temporary_name(path, uuid.uuid4().hex)
+            if write_direct(tmp, data):
+                os.replace(tmp, path)
+                return
+        with atomic_file(self.fs, path) as f:
             f.write(data)
 
     def read_bytes(self, rel: str) -> bytes:
