@@ -363,5 +363,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The `tokenmill` command: main(), then exit. A process that loaded Ray leaves at once once its output is
+    flushed: Ray stopped with the command (runner.shutdown), and the interpreter's own teardown of Ray's
+    native library took another 0.24-0.31 s after the last exit hook, on every run (measured)."""
+    code = main()
+    if "ray" not in sys.modules:
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):  # nobody reads any more, or the stream is closed
+        pass
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
