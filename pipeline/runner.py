@@ -10,6 +10,7 @@ A dead actor is replaced and its units retried; a unit is retried at most
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import subprocess
@@ -94,9 +95,16 @@ class UnitWorker:
         from pipeline.unit import UnitProcessor
         stream = partial(decode_in_tasks, tasks=decode_tasks) if decode_tasks else None
         self.processor = UnitProcessor(spec, engine, spec_hash, decode_stream=stream)
+        # what is alive now (modules, the tokenizer) is left out of every later garbage collection: in a unit of
+        # 2,350 files its ledger entry's validation took 83 ms of collections over it, 4 ms after this; the
+        # unit 0.19-0.23 -> 0.16-0.17 s
+        gc.freeze()
 
-    def run(self, unit: WorkUnit, attempt: int) -> dict[str, Any]:
-        return self.processor(unit, attempt)
+    def run(self, unit: WorkUnit, attempt: int) -> "LedgerEntry":
+        """Run the unit to its commit. The driver gets the ledger entry without its inputs (the committed file
+        has them; the driver counts): an entry of 3,964 files took 14 ms to pickle here and 8-49 ms to unpickle
+        on the driver, which shares the CPUs with the workers."""
+        return self.processor(unit, attempt).model_copy(update={"inputs": []})
 
     def pid(self) -> int:
         return os.getpid()
