@@ -49,11 +49,11 @@ def write_direct(path: str, data: bytes | memoryview) -> bool:
 
 
 def _write_chunks(fd: int, data: memoryview) -> bool:
-    """Copy `data` through the aligned buffer, CHUNK_BYTES per write; False if the first write is refused."""
+    """Copy `data` through the aligned buffer, CHUNK_BYTES per write; False if direct I/O is refused."""
     global _buffer
     with _buffer_lock:
         if _buffer is None:
-            _buffer = mmap.mmap(-1, CHUNK_BYTES)
+            _buffer = mmap.mmap(-1, CHUNK_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         view = memoryview(_buffer)
         try:
             for offset in range(0, len(data), CHUNK_BYTES):
@@ -63,11 +63,20 @@ def _write_chunks(fd: int, data: memoryview) -> bool:
                 try:
                     written = os.pwrite(fd, view[:padded], offset)
                 except OSError as exc:
-                    if exc.errno == errno.EINVAL and offset == 0:  # direct I/O refused at the first write
-                        return False
+                    if exc.errno == errno.EINVAL:  # direct I/O refused (at the first write, or a stricter
+                        return False               # alignment for the padded last one): the page cache writes it
                     raise
-                if written != padded:  # direct writes are all or nothing on local filesystems; say so if not
-                    raise OSError(errno.EIO, f"short direct write: {written} of {padded} bytes at {offset}")
+                if written != padded:  # a filesystem that fills up part way can write less: say which it is
+                    raise _short_write(fd, written, padded, offset)
         finally:
             view.release()
     return True
+
+
+def _short_write(fd: int, written: int, asked: int, offset: int) -> OSError:
+    """ENOSPC when the filesystem has no room for the rest (as a buffered write would say), else EIO."""
+    stats = os.fstatvfs(fd)
+    if stats.f_bavail * stats.f_frsize < asked - written:
+        return OSError(errno.ENOSPC, f"No space left on device (a direct write of {asked} bytes at {offset} "
+                                     f"wrote {written})")
+    return OSError(errno.EIO, f"short direct write: {written} of {asked} bytes at {offset}")

@@ -269,7 +269,7 @@ def _lean_head() -> Iterator[None]:
 
     def lean_start_head(node: Any) -> None:
         node._ray_params.no_monitor = True
-        node.start_api_server = lambda **kwargs: None  # this node only; its dashboard URL stays None
+        node.start_api_server = lambda *args, **kwargs: None  # this node only; its dashboard URL stays None
         try:
             start_head(node)
         finally:

@@ -83,3 +83,28 @@ def test_a_write_that_fails_part_way_leaves_no_file_and_says_why(tmp_path, monke
     with pytest.raises(OSError, match="No space left"):
         write_direct(str(tmp_path / "c.bin"), os.urandom(2 * CHUNK_BYTES))
     assert os.listdir(tmp_path) == []
+
+
+def test_a_refusal_at_a_later_chunk_or_a_short_write(tmp_path, monkeypatch):
+    """EINVAL at the padded last chunk (a stricter alignment) falls back like a refusal at the first; a write that
+    comes back short, with room left on the disk, is an I/O error (simulated), and no partial file is left."""
+    real_pwrite = os.pwrite
+    data = os.urandom(2 * CHUNK_BYTES + 5)
+
+    def refuse_the_tail(fd, buffer, offset):
+        if offset == 2 * CHUNK_BYTES:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, buffer, offset)
+
+    monkeypatch.setattr(direct_write.os, "pwrite", refuse_the_tail)
+    assert not write_direct(str(tmp_path / "d.bin"), data) and not (tmp_path / "d.bin").exists()
+    Storage(str(tmp_path)).write_atomic("d.bin", data)
+    assert (tmp_path / "d.bin").read_bytes() == data
+
+    def short(fd, buffer, offset):
+        return real_pwrite(fd, buffer[:ALIGN] if offset else buffer, offset)
+
+    monkeypatch.setattr(direct_write.os, "pwrite", short)
+    with pytest.raises(OSError, match="short direct write") as err:
+        write_direct(str(tmp_path / "e.bin"), data)
+    assert err.value.errno == errno.EIO and sorted(os.listdir(tmp_path)) == ["d.bin"]

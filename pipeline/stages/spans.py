@@ -23,7 +23,6 @@ import pyarrow as pa
 from pipeline.spec import SpansSpec
 from pipeline.stages.base import (TEXT_COLUMN, WORD, Stage, TextLayout, flat_tokens, put_column, span_array,
                                   text_layout, tokens_covering)
-from pipeline.stages.python_lexer import python_names
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +125,7 @@ def python_identifiers(text: str) -> tuple[np.ndarray, np.ndarray]:
     Source tokenize cannot read (an unclosed string) still gets the names outside its strings and comments.
     The same expression compiled by hand (python_lexer: 7x faster, the same spans) answers unless a name
     holds a non-ASCII character."""
+    from pipeline.stages.python_lexer import python_names  # numba, loaded only by jobs with this stage
     found = python_names(np.frombuffer(text.encode(), np.uint8))
     if found is not None:
         return found
