@@ -108,15 +108,7 @@ class Storage:
         retried(self._write_once, rel, data)
 
     def _write_once(self, rel: str, data: bytes) -> None:
-        path = self.path(rel)
-        if is_local(self.fs) and len(data) >= DIRECT_MIN_BYTES:  # a shard: past the page cache (direct_write)
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            tmp = temporary_name(path, uuid.uuid4().hex)
-            if write_direct(tmp, data):
-                os.replace(tmp, path)
-                return
-        with atomic_file(self.fs, path) as f:
-            f.write(data)
+        atomic_file(self.fs, self.path(rel)).write_all(data)
 
     def read_bytes(self, rel: str) -> bytes:
         return retried(self.fs.cat_file, self.path(rel))
@@ -177,6 +169,17 @@ class atomic_file:
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
         self.fs, self.path, self.local = fs, path, is_local(fs)
         self.tmp = temporary_name(path, uuid.uuid4().hex) if self.local else path
+
+    def write_all(self, data: bytes) -> None:
+        """All of `data` at once; a local file of DIRECT_MIN_BYTES or more (a shard) past the page cache, with
+        O_DIRECT, where the filesystem takes it (pipeline.direct_write), then renamed like any other."""
+        if self.local and len(data) >= DIRECT_MIN_BYTES:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            if write_direct(self.tmp, data):
+                os.replace(self.tmp, self.path)
+                return
+        with self as f:  # write_direct left nothing at self.tmp
+            f.write(data)
 
     def __enter__(self) -> IO[bytes]:
         if self.local:

@@ -159,37 +159,23 @@ def _quote_at(b, i, n):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _triple_end(b, q, n):  # pragma: no cover - compiled
-    """End of a triple-quoted string whose quotes start at q, or -1 (unterminated)."""
+def _string_end(b, q, n, triple):  # pragma: no cover - compiled
+    """End of the string whose opening quote is at q, or -1: a triple-quoted one (its three quotes at q) runs
+    to the next unescaped three, a one-line one to the next unescaped quote, and fails at a line end; both
+    fail at the end of the text."""
     c = b[q]
-    if not (q + 2 < n and b[q + 1] == c and b[q + 2] == c):
+    width = 3 if triple else 1
+    if triple and not (q + 2 < n and b[q + 1] == c and b[q + 2] == c):
         return -1
-    i = q + 3
+    i = q + width
     while i < n:
         if b[i] == BACKSLASH:
             if i + 1 >= n:
                 return -1
             i += 2
-        elif b[i] == c and i + 2 < n and b[i + 1] == c and b[i + 2] == c:
-            return i + 3
-        else:
-            i += 1
-    return -1
-
-
-@numba.njit(cache=True, nogil=True)
-def _single_end(b, q, n):  # pragma: no cover - compiled
-    """End of a one-line string whose quote is at q, or -1 (a newline or the end comes first)."""
-    c = b[q]
-    i = q + 1
-    while i < n:
-        if b[i] == BACKSLASH:
-            if i + 1 >= n:
-                return -1
-            i += 2
-        elif b[i] == c:
-            return i + 1
-        elif b[i] == NL:
+        elif b[i] == c and (not triple or (i + 2 < n and b[i + 1] == c and b[i + 2] == c)):
+            return i + width
+        elif b[i] == NL and not triple:
             return -1
         else:
             i += 1
@@ -259,9 +245,9 @@ def _names(b, keywords, lengths):  # pragma: no cover - compiled
             continue
         q = _quote_at(b, i, n)
         if q >= 0:
-            e = _triple_end(b, q, n)
+            e = _string_end(b, q, n, True)
             if e < 0:
-                e = _single_end(b, q, n)
+                e = _string_end(b, q, n, False)
             if e >= 0:
                 i = e
                 continue
