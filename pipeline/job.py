@@ -151,10 +151,11 @@ def probe_documents(spec: JobSpec, units: list[WorkUnit]) -> list[str]:
     return docs
 
 
-def select_engine(spec: JobSpec, units: list[WorkUnit]) -> tuple[str, dict[str, Any]]:
+def select_engine(spec: JobSpec, units: list[WorkUnit], tokenizer: Tokenizer) -> tuple[str, dict[str, Any]]:
+    """The engine for the spec's tokenizer (`tokenizer`, already built) and why, probed on the units' text."""
     from pipeline.tokenizers.engines import choose_engine
     docs = probe_documents(spec, units) if spec.tokenizer.kind in ("hf", "tiktoken") and units else []
-    engine, report = choose_engine(spec.tokenizer, docs)
+    engine, report = choose_engine(spec.tokenizer, docs, tokenizer)
     log.info("tokenizer engine: %s (%s)", engine, report["reason"])
     return engine, report
 
@@ -211,18 +212,47 @@ def _write_state(storage: Storage, state: RunState) -> None:
 
 
 def run_job(spec: JobSpec, options: RunOptions = RunOptions()) -> RunSummary:
-    """Run a job to a complete index; returns the run summary."""
+    """Run a job to a complete index; returns the run summary.
+
+    A first run into its output (no index yet: there will be work for Ray) starts or joins Ray on this thread
+    while the job is prepared on another (`_prepare`: tokenizer, plan, engine probe), which would otherwise
+    leave one of two cores idle for the ~1.3 s before Ray's start.
+    """
     started = time.time()
-    tokenizer = check_job(spec)  # the tokenizer built once, and the stages checked against it, on the driver
-    units = make_plan(spec)
     storage = Storage(spec.sink.uri, spec.sink.storage_options)
-    check_output(storage)
+    first_run = _first_run(storage)
+    tokenizer, units, verdict = _while_ray_starts(first_run, options, _prepare, spec, storage, first_run)
     with RunLease(storage) as lease:
         previous, index_problem = previous_index(storage, tokenizer)
-        summary = _run_locked(spec, storage, tokenizer, units, previous, started, options, lease)
+        summary = _run_locked(spec, storage, tokenizer, units, previous, started, options, lease, verdict)
         if index_problem:
             summary.ledger_problems.insert(0, f"{index_problem} (rebuilt from the ledger)")
         return summary
+
+
+def _first_run(storage: Storage) -> bool:
+    """Whether the output has no index yet; when the sink cannot be read, not known (check_output says why)."""
+    try:
+        return not storage.exists(layout.INDEX)
+    except Exception:  # noqa: BLE001 - check_output reports the sink's trouble with its reason
+        return False
+
+
+Verdict = tuple[str, dict, "EngineChoice | None"]  # the engine, its report, a new probe verdict for _engine.json
+
+
+def _prepare(spec: JobSpec, storage: Storage, probe: bool) -> tuple[Tokenizer, list[WorkUnit], Verdict | None]:
+    """The tokenizer (built once, and the stages checked against it, on the driver), the plan, the sink checked
+    and, with `probe` (a first run, whose every unit is to do), the engine verdict over the whole plan."""
+    tokenizer = check_job(spec)
+    units = make_plan(spec)
+    check_output(storage)
+    if not probe or not units:
+        return tokenizer, units, None
+    named = named_engine(spec)
+    if named:
+        return tokenizer, units, _probe_once(spec, units, tokenizer, storage, named)
+    return tokenizer, units, _engine_for(spec, None, tokenizer, units, storage)
 
 
 ENGINE_PACKAGES = ("tokenizers", "tiktoken", "gigatoken")
@@ -241,7 +271,7 @@ def engine_versions() -> dict[str, str]:
 
 
 def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokenizer, todo: list[WorkUnit],
-                storage: Storage) -> tuple[str, dict]:
+                storage: Storage) -> Verdict:
     """The engine for this run's units; with nothing to run, the one the index already names.
 
     `engine: auto` probes once per output folder, tokenizer and engine versions: the verdict is
@@ -249,18 +279,19 @@ def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokeniz
     (so is the verdict on an engine the spec names, `_probe_once`).
     """
     if not todo and previous:
-        return previous.tokenizer.engine or tokenizer.engine, {"reason": "nothing to tokenize; the index's engine"}
+        return previous.tokenizer.engine or tokenizer.engine, {"reason": "nothing to tokenize; the index's engine"}, None
     if spec.source.modality not in TEXT_MODALITIES:
-        return tokenizer.engine, {}
+        return tokenizer.engine, {}, None
     if getattr(spec.tokenizer, "engine", None) != "auto":  # asked for one, or a kind with a single engine
-        return select_engine(spec, todo)
+        return *select_engine(spec, todo, tokenizer), None
     return _probe_once(spec, todo, tokenizer, storage, asked=None)
 
 
 def _probe_once(spec: JobSpec, units: list[WorkUnit], tokenizer: Tokenizer, storage: Storage,
-                asked: str | None) -> tuple[str, dict]:
+                asked: str | None) -> Verdict:
     """select_engine(spec, units), or the verdict an earlier run kept in _engine.json for the same tokenizer,
-    engine versions and question (auto's choice, or the engine the spec names: `asked`)."""
+    engine versions and question (auto's choice, or the engine the spec names: `asked`). A new verdict comes
+    back for _run_locked to keep once it holds the output's lease."""
     versions = engine_versions()
     try:
         cached = EngineChoice.parse(storage.read_bytes(layout.ENGINE_CHOICE), layout.ENGINE_CHOICE)
@@ -270,38 +301,38 @@ def _probe_once(spec: JobSpec, units: list[WorkUnit], tokenizer: Tokenizer, stor
                                                                                     asked):
         reason = f"{cached.report.get('reason', cached.engine)} (probe verdict kept in {layout.ENGINE_CHOICE})"
         log.info("tokenizer engine: %s (%s)", cached.engine, reason)
-        return cached.engine, {**cached.report, "reason": reason}
-    engine, report = select_engine(spec, units)
+        return cached.engine, {**cached.report, "reason": reason}, None
+    engine, report = select_engine(spec, units, tokenizer)
     choice = EngineChoice(tokenizer_fingerprint=tokenizer.fingerprint, versions=versions, engine=engine,
                           report=json.loads(json.dumps(report, default=str)), asked=asked)
-    storage.write_atomic(layout.ENGINE_CHOICE, choice.to_bytes())
-    return engine, report
+    return engine, report, choice
 
 
-def _while_ray_starts(start_ray: bool, options: RunOptions, probe: Callable[..., Any], *args: Any) -> Any:
-    """probe(*args); with start_ray, on a thread while this (main) thread joins or starts Ray, whose start-up
-    (~4 s for an embedded Ray on 2 cores) then hides the probe's time. The probe's errors are raised here."""
+def _while_ray_starts(start_ray: bool, options: RunOptions, prepare: Callable[..., Any], *args: Any) -> Any:
+    """prepare(*args); with start_ray, on a thread while this (main) thread joins or starts Ray (ray.init
+    must run here: off the main thread it hung), whose start-up (~3 s for an embedded Ray on 2 cores, its
+    agents mostly importing Python) then hides the preparation's time. Its errors are raised here."""
     if not start_ray:
-        return probe(*args)
+        return prepare(*args)
     from concurrent.futures import ThreadPoolExecutor
     from pipeline import runner
-    with ThreadPoolExecutor(1, thread_name_prefix="engine-probe") as pool:
-        probed = pool.submit(probe, *args)
+    with ThreadPoolExecutor(1, thread_name_prefix="job-prepare") as pool:
+        prepared = pool.submit(prepare, *args)
         try:
             runner.connect(options.address, options.num_cpus)
         finally:
-            result = probed.result()  # joined before any error of connect propagates
+            result = prepared.result()  # joined before any error of connect propagates
     return result
 
 
 def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: list[WorkUnit],
-                previous: DatasetIndex | None, started: float, options: RunOptions, lease: RunLease) -> RunSummary:
+                previous: DatasetIndex | None, started: float, options: RunOptions, lease: RunLease,
+                verdict: Verdict | None) -> RunSummary:
+    """The run under the output's lease; `verdict`: the engine probed over the whole plan while Ray started."""
     ledger = Ledger(storage)
     named = named_engine(spec)
-    first_run = previous is None and bool(units)  # there is work for Ray: start it while the engine is probed
     if named:  # probed over the whole plan first: its ids decide whether the engine is in the spec hash
-        engine, engine_report = _while_ray_starts(first_run, options, _probe_once, spec, units, tokenizer, storage,
-                                                  named)
+        engine, engine_report, new_choice = verdict or _probe_once(spec, units, tokenizer, storage, named)
         spec_hash = spec.spec_hash(None if _probed_exact(engine_report, engine) else engine)
     else:
         spec_hash = spec.spec_hash()
@@ -311,8 +342,11 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     for unit_id, reason in sorted(redo.items()):
         log.warning("unit %s is redone: %s", unit_id, reason)
     if not named:
-        engine, engine_report = _while_ray_starts(first_run and bool(todo), options, _engine_for, spec, previous,
-                                                  tokenizer, todo, storage)
+        if verdict is None or {u.id for u in todo} != {u.id for u in units}:  # that one was for the whole plan
+            verdict = _engine_for(spec, previous, tokenizer, todo, storage)
+        engine, engine_report, new_choice = verdict
+    if new_choice:
+        storage.write_atomic(layout.ENGINE_CHOICE, new_choice.to_bytes())
     copy_tokenizer(storage, tokenizer)
     if previous is None:  # a first run: an index that says what the dataset is, so followers can start now
         write_provisional_index(spec, ledger, tokenizer, engine, units, spec_hash)

@@ -55,7 +55,7 @@ def test_the_verdict_on_a_named_engine_is_kept_apart_from_autos(tmp_path, bpe_to
     assert json.loads((tmp_path / "out" / layout.ENGINE_CHOICE).read_text())["asked"] is None
 
 
-def test_a_first_run_probes_on_a_thread_while_ray_starts_and_raises_the_probes_error(ray_address):
+def test_a_first_run_is_prepared_on_a_thread_while_ray_starts_and_raises_its_error(ray_address):
     import threading
 
     import pytest
@@ -69,7 +69,7 @@ def test_a_first_run_probes_on_a_thread_while_ray_starts_and_raises_the_probes_e
         return x * 2
     assert _while_ray_starts(True, RunOptions(address=ray_address), probe, 21) == 42
     assert _while_ray_starts(False, RunOptions(address=ray_address), probe, 1) == 2
-    assert seen[0].startswith("engine-probe") and seen[1] == threading.current_thread().name
+    assert seen[0].startswith("job-prepare") and seen[1] == threading.current_thread().name
 
     def bad_probe():
         raise SpecError("tokenizer.engine: gigatoken cannot load it")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.tokenizer_spec import BaseTokenizerSpec
-from pipeline.tokenizers import build_tokenizer
+from pipeline.tokenizers import Tokenizer, build_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +33,22 @@ def _encode_timed(tokenizer, docs: list[str]) -> tuple[list[np.ndarray], float]:
     return [batch.values[batch.offsets[i]:batch.offsets[i + 1]] for i in range(len(batch))], seconds
 
 
-def measure_engines(spec: BaseTokenizerSpec, docs: list[str], engines: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Speed (MB/s) and exactness against the kind's reference engine of each engine that loads, on `docs`."""
+def measure_engines(spec: BaseTokenizerSpec, docs: list[str], engines: tuple[str, ...] | None = None,
+                    tokenizer: Tokenizer | None = None) -> dict[str, Any]:
+    """Speed (MB/s) and exactness against the kind's reference engine of each engine that loads, on `docs`;
+    `tokenizer`: the spec's, already built (its file is not loaded again, nor its engine)."""
     ref_engine, candidates = ENGINES[spec.kind]
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
-    built = build_tokenizer(spec, ref_engine)  # loaded once; each engine is the same tokenizer's with_engine
+    # loaded once; each engine is the same tokenizer's with_engine
+    built = tokenizer.with_engine(ref_engine) if tokenizer is not None else build_tokenizer(spec, ref_engine)
     reference, ref_seconds = _encode_timed(built, docs)
     results: dict[str, Any] = {}
     for engine in engines or candidates:
         try:
             # the reference pass is also the reference engine's timing
             ids, seconds = (reference, ref_seconds) if engine == ref_engine else \
-                _encode_timed(built.with_engine(engine), docs)
+                _encode_timed(tokenizer if tokenizer is not None and tokenizer.engine == engine
+                              else built.with_engine(engine), docs)
         except Exception as exc:  # noqa: BLE001 - an engine that fails to load or run is not a candidate
             results[engine] = {"available": False, "why": str(exc).split("\n")[0]}
             continue
@@ -54,17 +58,19 @@ def measure_engines(spec: BaseTokenizerSpec, docs: list[str], engines: tuple[str
     return results
 
 
-def choose_engine(spec: BaseTokenizerSpec, docs: list[str]) -> tuple[str, dict[str, Any]]:
-    """(engine, report) for a text tokenizer spec, given probe documents from the corpus."""
+def choose_engine(spec: BaseTokenizerSpec, docs: list[str], tokenizer: Tokenizer | None = None
+                  ) -> tuple[str, dict[str, Any]]:
+    """(engine, report) for a text tokenizer spec, given probe documents from the corpus; `tokenizer`: the
+    spec's, already built."""
     if spec.kind not in ENGINES:
-        return build_tokenizer(spec).engine, {"reason": f"kind {spec.kind} has a single engine"}
+        return (tokenizer or build_tokenizer(spec)).engine, {"reason": f"kind {spec.kind} has a single engine"}
     ref_engine = ENGINES[spec.kind][0]
     if spec.engine != "auto":
-        results = measure_engines(spec, docs, (spec.engine,)) if docs else {}
+        results = measure_engines(spec, docs, (spec.engine,), tokenizer) if docs else {}
         return spec.engine, {"reason": _asked_reason(results.get(spec.engine), ref_engine), "probe": results}
     if not docs:
         return ref_engine, {"reason": "no probe documents; using the reference engine"}
-    results = measure_engines(spec, docs)
+    results = measure_engines(spec, docs, tokenizer=tokenizer)
     exact = [(r["mb_s"], name) for name, r in results.items() if r.get("available") and r["exact"]]
     engine = max(exact)[1] if exact else ref_engine
     reason = (f"fastest engine with ids identical to {ref_engine} on {len(docs)} probe documents "
