@@ -279,7 +279,8 @@ def _engine_for(spec: JobSpec, previous: DatasetIndex | None, tokenizer: Tokeniz
     (so is the verdict on an engine the spec names, `_probe_once`).
     """
     if not todo and previous:
-        return previous.tokenizer.engine or tokenizer.engine, {"reason": "nothing to tokenize; the index's engine"}, None
+        engine = previous.tokenizer.engine or tokenizer.engine
+        return engine, {"reason": "nothing to tokenize; the index's engine"}, None
     if spec.source.modality not in TEXT_MODALITIES:
         return tokenizer.engine, {}, None
     if getattr(spec.tokenizer, "engine", None) != "auto":  # asked for one, or a kind with a single engine

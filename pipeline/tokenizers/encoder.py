@@ -28,7 +28,7 @@ from pipeline.tokenizers.image import with_eos
 
 log = logging.getLogger(__name__)
 
-CPU_BATCH = 1  # on one CPU thread batch 8 cost 23-90% more per image than batch 1 (gpu_check.py, docs/benchmarks.md)
+CPU_BATCH = 1  # on one CPU thread, in a worker, batch 8 cost 4-13% more per image than batch 1 (bench_cpu_batching.py)
 GPU_MAX_BATCH = 256
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 

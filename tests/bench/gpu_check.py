@@ -135,8 +135,14 @@ def video(root: Path, gpu: bool) -> None:
 
 
 def cpu_batching(root: Path) -> None:
-    """batch_size 8 against 1 for a small VQGAN on one CPU thread (the CPU default's evidence)."""
+    """batch_size 8 against 1 for a small VQGAN on one CPU thread (the CPU default's evidence), with the
+    allocator setting every worker makes (`keep_freed_memory`; without it a batch's activations, over glibc's
+    mmap threshold, are faulted in afresh at every call: tests/bench/bench_cpu_batching.py). Last of the checks:
+    the setting is process-wide."""
     import torch
+
+    from pipeline.runner import keep_freed_memory
+    keep_freed_memory()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     model = ref.vqgan(ch=32, mult=(1, 1, 2, 2, 4), blocks=1, codes=1024)
@@ -146,7 +152,7 @@ def cpu_batching(root: Path) -> None:
     for b in (1, 8):
         tok = build_tokenizer(TokenizerSpec(kind="torch-export", path=str(path), batch_size=b,
                                             options={"device": "cpu"}))
-        tok.encode_batch(payloads[:2])
+        tok.encode_batch(payloads[:b])  # warm-up: one full call
         start = time.perf_counter()
         tok.encode_batch(payloads)
         rates[b] = len(payloads) / (time.perf_counter() - start)
