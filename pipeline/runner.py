@@ -276,10 +276,33 @@ def _lean_head() -> Iterator[None]:
             del node.start_api_server
 
     ray_node.Node.start_head_processes = lean_start_head
+    from ray._private import utils as ray_utils
+    dependency_error = ray_utils.get_dashboard_dependency_error
+    ray_utils.get_dashboard_dependency_error = lambda: None if _dashboard_deps_found() else dependency_error()
     try:
         yield
     finally:
         ray_node.Node.start_head_processes = start_head
+        ray_utils.get_dashboard_dependency_error = dependency_error
+
+
+# what ray.dashboard.optional_deps imports, one module per distribution
+DASHBOARD_DEPS = ("aiohttp", "aiohttp_cors", "grpc", "opencensus", "opentelemetry.exporter.prometheus",
+                  "opentelemetry.proto", "prometheus_client", "pydantic")
+
+
+def _dashboard_deps_found() -> bool:
+    """Whether the dashboard agent's dependencies are installed, found without importing them.
+
+    Before it starts the raylet, ray.init asks whether they are (to start the node's dashboard agent in full or
+    minimal mode) by importing them: aiohttp, opentelemetry and the rest, 0.39 s of the driver's Python on the
+    way to the raylet's start, and slower still while the job is prepared on another thread (job._prepare).
+    When one is not found, Ray's own check runs and gives its answer."""
+    from importlib.util import find_spec
+    try:
+        return all(find_spec(name) is not None for name in DASHBOARD_DEPS)
+    except (ImportError, ValueError):
+        return False
 
 
 _HOLDS_RAY: str | None = None  # "embedded" or "cluster" while this process holds a Ray that connect() started or joined

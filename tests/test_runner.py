@@ -131,3 +131,15 @@ def test_shutdown_leaves_a_ray_it_did_not_start(ray_address):
     runner.shutdown()
     assert ray.is_initialized()
     assert ray.get(ray.put(7), timeout=30) == 7
+
+
+def test_the_dashboard_dependency_check_without_imports_agrees_with_rays():
+    """ray.init's own check imports aiohttp and the rest (0.39 s on the way to the raylet's start); the one the
+    lean head uses finds them without importing, and must give Ray's answer here."""
+    import subprocess
+    import sys
+    code = ("from pipeline.runner import _dashboard_deps_found; import sys; found = _dashboard_deps_found(); "
+            "print(found, 'aiohttp' in sys.modules); from ray._private.utils import get_dashboard_dependency_error; "
+            "print(get_dashboard_dependency_error() is None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1] == "False" and out[0] == out[2], out
