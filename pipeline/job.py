@@ -215,8 +215,9 @@ def run_job(spec: JobSpec, options: RunOptions = RunOptions()) -> RunSummary:
     """Run a job to a complete index; returns the run summary.
 
     A first run into its output (no index yet: there will be work for Ray) starts or joins Ray on this thread
-    while the job is prepared on another (`_prepare`: tokenizer, plan, engine probe), which would otherwise
-    leave one of two cores idle for the ~1.3 s before Ray's start.
+    while the job is prepared on another (`_prepare`: tokenizer, plan, engine probe), which otherwise ran
+    before Ray's start with one of two cores idle. On 2 cores it gains little by itself: the preparation's
+    Python holds the GIL that ray.init's driver side needs (measured: docs/architecture.md).
     """
     started = time.time()
     storage = Storage(spec.sink.uri, spec.sink.storage_options)

@@ -143,3 +143,20 @@ def test_the_dashboard_dependency_check_without_imports_agrees_with_rays():
             "print(get_dashboard_dependency_error() is None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[1] == "False" and out[0] == out[2], out
+
+
+def test_the_dashboard_dependencies_looked_for_are_the_ones_ray_imports():
+    """DASHBOARD_DEPS copies ray.dashboard.optional_deps' list (one module per distribution): a Ray that
+    imports another package there fails here, not in a node whose agent cannot start."""
+    import ast
+    from importlib.util import find_spec
+
+    from pipeline.runner import DASHBOARD_DEPS
+    tree = ast.parse(open(find_spec("ray.dashboard.optional_deps").origin).read())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+    def related(a: str, b: str) -> bool:  # the same module, or one inside the other
+        return a == b or a.startswith(f"{b}.") or b.startswith(f"{a}.")
+    assert all(any(related(m, d) for d in DASHBOARD_DEPS) for m in imported), (sorted(imported), DASHBOARD_DEPS)
+    assert all(any(related(m, d) for m in imported) for d in DASHBOARD_DEPS), (sorted(imported), DASHBOARD_DEPS)

@@ -39,16 +39,17 @@ def measure_engines(spec: BaseTokenizerSpec, docs: list[str], engines: tuple[str
     `tokenizer`: the spec's, already built (its file is not loaded again, nor its engine)."""
     ref_engine, candidates = ENGINES[spec.kind]
     n_bytes = sum(len(d.encode("utf-8")) for d in docs)
-    # loaded once; each engine is the same tokenizer's with_engine
-    built = tokenizer.with_engine(ref_engine) if tokenizer is not None else build_tokenizer(spec, ref_engine)
-    reference, ref_seconds = _encode_timed(built, docs)
+    base = tokenizer if tokenizer is not None else build_tokenizer(spec, ref_engine)  # the file loaded once
+
+    def with_engine(engine: str) -> Tokenizer:  # the same tokenizer encoding with `engine`, built at most once
+        return base if base.engine == engine else base.with_engine(engine)
+    reference, ref_seconds = _encode_timed(with_engine(ref_engine), docs)
     results: dict[str, Any] = {}
     for engine in engines or candidates:
         try:
             # the reference pass is also the reference engine's timing
-            ids, seconds = (reference, ref_seconds) if engine == ref_engine else \
-                _encode_timed(tokenizer if tokenizer is not None and tokenizer.engine == engine
-                              else built.with_engine(engine), docs)
+            ids, seconds = (reference, ref_seconds) if engine == ref_engine else _encode_timed(with_engine(engine),
+                                                                                                 docs)
         except Exception as exc:  # noqa: BLE001 - an engine that fails to load or run is not a candidate
             results[engine] = {"available": False, "why": str(exc).split("\n")[0]}
             continue
