@@ -12,8 +12,8 @@ from typing import Iterator
 from pipeline.errors import Quarantined
 from pipeline.plan import InputRef, WorkUnit
 from pipeline.sources import RawRecord, read_inputs
-from pipeline.sources.inputs import (InputProblem, check_unchanged, compression_of, is_local_uri, open_input, read_up_to,
-                                     storage_error)
+from pipeline.sources.inputs import (InputProblem, check_unchanged, compression_of, is_local_uri, open_input,
+                                     read_local, read_up_to, storage_error)
 from pipeline.spec import SourceSpec
 from pipeline.storage import filesystem
 
@@ -43,8 +43,11 @@ def _read_one(ref: InputRef, source: SourceSpec) -> Iterator[RawRecord | Quarant
         yield Quarantined(ref.uri, "", f"file is {ref.size} bytes, over limits.max_bytes={limit}", "read")
         return
     compressed = bool(compression_of(ref.uri))
-    with open_input(ref, source, buffered=compressed) as f:  # one byte past what is allowed tells "too big"
-        data = read_up_to(f, limit + 1 if compressed else ref.size + 1)
+    if compressed or not is_local_uri(ref.uri):
+        with open_input(ref, source, buffered=compressed) as f:  # one byte past what is allowed tells "too big"
+            data = read_up_to(f, limit + 1 if compressed else ref.size + 1)
+    else:
+        data = read_local(ref, ref.size + 1)
     if len(data) > limit:
         yield Quarantined(ref.uri, "", f"decompresses to more than limits.max_bytes={limit} bytes "
                           f"({ref.size} bytes compressed); not read further", "read")

@@ -183,6 +183,17 @@ def open_input(ref: Any, source: Any, buffered: bool = True) -> Iterator[IO[byte
         base.close()
 
 
+def read_local(ref: Any, n: int) -> bytes:
+    """Up to n bytes of a planned local, uncompressed file, read from its own descriptor. Through open_input's
+    wrapper (Python's RawIOBase.read over a Python readinto), opening and reading a 11 KB code file took 13.5 us
+    against 8.7 us: a quarter of what a worker spent reading and decoding each file of a folder of code."""
+    with _open_local(ref) as f:
+        try:
+            return read_up_to(f, n)
+        except OSError as exc:
+            raise storage_error(ref.uri, exc, "read") from exc
+
+
 def read_up_to(f: IO[bytes], n: int) -> bytes:
     """Up to n bytes (fewer only at the end of the stream), from a raw or buffered file."""
     parts, left = [], n
