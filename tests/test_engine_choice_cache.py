@@ -26,7 +26,11 @@ def test_probe_verdict_is_kept_and_reused(tmp_path, bpe_tokenizer, ray_address):
     shutil.copyfile(STDLIB / "heapq.py", tmp_path / "corpus" / "heapq.py")
     third = run_cli("run", str(job), address=ray_address)
     assert third.returncode == 0 and "probe verdict kept" not in third.stdout
-    assert json.loads((tmp_path / "out" / layout.ENGINE_CHOICE).read_text())["engine"] == kept["engine"]
+    rewritten = json.loads((tmp_path / "out" / layout.ENGINE_CHOICE).read_text())  # "{not json" would not parse
+    # a new timed probe: the fastest exact engine may differ from the first probe's on a busy machine
+    assert rewritten["versions"] == kept["versions"]
+    assert rewritten["tokenizer_fingerprint"] == kept["tokenizer_fingerprint"]
+    assert rewritten["engine"] in ("hf", "tiktoken", "gigatoken")
 
 
 def test_the_verdict_on_a_named_engine_is_kept_apart_from_autos(tmp_path, bpe_tokenizer, ray_address):
