@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.errors import SpecError
 from pipeline.tokenizer_spec import TextOptions
-from pipeline.tokenizers.base import TokenBatch
+from pipeline.tokenizers.base import TokenBatch, insert_each
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class DocumentMarks:
         """The batch with the BOS id before every sample (unchanged without a BOS)."""
         if self.bos is None:
             return batch
-        values = np.insert(batch.values, batch.offsets[:-1], np.uint32(self.bos[1]))
+        values = insert_each(batch.values, batch.offsets, self.bos[1], after=False)
         return TokenBatch(values, batch.offsets + np.arange(len(batch.offsets), dtype=np.int64))
 
     def strip(self, ids: Iterable[int], eos_id: int | None) -> list[int]:

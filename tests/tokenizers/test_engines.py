@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.spec import TokenizerSpec
-from pipeline.tokenizers.base import TokenBatch
+from pipeline.tokenizers.base import SLICE_COPY_MIN_TOKENS, TokenBatch, insert_each
 from pipeline.tokenizers.engines import choose_engine, measure_engines
 from pipeline.tokenizers.text import HFTokenizer
 from pipeline.train.bpe import train_bpe
@@ -89,6 +89,20 @@ def test_flat_batches_agree_with_lists() -> None:
         assert batch.values.tolist() == want_values and batch.offsets.tolist() == want_offsets
     plain = TokenBatch.from_lists(seqs)
     assert plain.values.tolist() == [5, 6, 7, 8, 9, 10] and plain.offsets.tolist() == [0, 3, 3, 4, 6]
+
+
+@pytest.mark.parametrize("mean_tokens", [3, 5000])  # np.insert below SLICE_COPY_MIN_TOKENS, slice copies above
+@pytest.mark.parametrize("after", [True, False])
+def test_insert_each_is_np_insert(mean_tokens: int, after: bool) -> None:
+    rng = np.random.default_rng(mean_tokens)
+    lengths = rng.integers(0, 2 * mean_tokens, 40)
+    lengths[[0, 7, 8, -1]] = 0  # empty samples, two in a row, and at both ends
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    values = rng.integers(0, 2**32 - 1, int(offsets[-1]), dtype=np.uint32)
+    want = np.insert(values, offsets[1:] if after else offsets[:-1], np.uint32(4_000_000_000))
+    got = insert_each(values, offsets, 4_000_000_000, after=after)
+    assert got.dtype == np.uint32 and np.array_equal(got, want)
+    assert (offsets[-1] >= SLICE_COPY_MIN_TOKENS * 40) == (mean_tokens > 1000)  # each regime is the one meant
 
 
 def test_auto_picks_the_fastest_exact_engine(tokenizer_json: Path, docs: list[str]) -> None:
