@@ -269,7 +269,23 @@ def pipeline_speed(spec: dict[str, Any], workers: int, text_bytes: int, workdir:
             "units": len(entries), "n_samples": sum(e.n_samples for e in entries),
             "n_tokens": sum(e.n_tokens for e in entries), "exit_code": done.returncode,
             "failed": len(summary.get("units_failed", [])) or int(done.returncode != 0),
-            "workers_seen": len({e.run.pid for e in entries}), "peak_rss_gib": peaks, "phases": phase_shares(entries)}
+            "workers_seen": len({e.run.pid for e in entries}), "peak_rss_gib": peaks, "phases": phase_shares(entries),
+            "workers": worker_busy(entries, span)}
+
+
+def worker_busy(entries, span: float) -> list[dict[str, float]]:
+    """Per worker (pid), from the ledger: the share of the steady span it ran units, and its MB/s (of input) while
+    it ran them. A worker at the engine's per-thread speed but idle part of the span (a late start, a
+    last unit it did not get) shows here, not in the phases."""
+    by_pid: dict[int, list] = {}
+    for e in entries:
+        by_pid.setdefault(e.run.pid, []).append(e)
+    out = []
+    for runs in by_pid.values():
+        busy = sum(e.run.seconds for e in runs)
+        out.append({"units": len(runs), "busy": busy / span if span else 0.0,
+                    "busy_mb_s": sum(e.n_bytes for e in runs) / busy / 1e6 if busy else 0.0})
+    return sorted(out, key=lambda w: -w["busy"])
 
 
 def phase_shares(entries) -> dict[str, float]:
@@ -381,6 +397,14 @@ def format_result(result: dict[str, Any]) -> str:
         lines += ["", f"{engine}, {len(pairs)} back-to-back pairs (engine reading the input, then `tokenmill run`): "
                   f"pipeline / raw {each}; median "
                   f"{ratios[len(ratios) // 2]:.2f}x; fixed cost {fixed[0]:.1f}-{fixed[-1]:.1f} s"]
+    workers = [(engine, run["workers"]) for engine, run in result["pipeline"].items() if run.get("workers")]
+    if workers:
+        lines += ["", "Workers, from the ledger: units run, share of the steady span spent running them, "
+                  "MB/s while running (the raw engine per thread: raw MB/s reading the file / workers):", ""]
+        for engine, ws in workers:
+            per_thread = result["raw"].get(engine, {}).get("file_mb_s", 0.0) / max(1, result["workers"])
+            lines.append(f"- {engine}: " + "; ".join(f"{w['units']} units, busy {w['busy']:.0%}, {w['busy_mb_s']:.1f} MB/s"
+                                                     for w in ws) + f" (raw per thread {per_thread:.1f} MB/s)")
     phases = [(engine, run["phases"]) for engine, run in result["pipeline"].items() if run.get("phases")]
     if phases:
         names = list(phases[0][1])
