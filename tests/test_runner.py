@@ -70,6 +70,38 @@ def test_a_worker_keeps_freed_buffers_for_the_next_unit():
     assert int(arrow_mib["keep"]) < 8, arrow_mib
 
 
+def test_a_worker_builds_shards_without_importing_pandas():
+    """runner.pyarrow_without_pandas, in a fresh process as a worker calls it: a shard table is built and written
+    without pandas being imported (pyarrow's first pa.array imports it otherwise), its bytes are those of a process
+    where pyarrow found pandas, and pandas and Table.to_pandas still work afterwards."""
+    import subprocess
+    import sys
+    code = ("import sys, hashlib, numpy as np\n"
+            "from pipeline.runner import pyarrow_without_pandas\n"
+            "applied = pyarrow_without_pandas() if sys.argv[1] == 'without' else None\n"
+            "from pipeline.shard import build_table\n"
+            "from pipeline.tokenizers.base import TokenBatch\n"
+            "from pipeline.sinks import files_for\n"
+            "batch = TokenBatch.from_flat(np.arange(10, dtype=np.uint32), np.array([0, 4, 10]), None)\n"
+            "rows = {'id': ['a', 'b'], 'source': ['s', 's'], 'modality': ['text'] * 2, 'n_bytes': [3, 5],\n"
+            "        'meta': [{}, {'k': 1}]}\n"
+            "table = build_table(rows, batch, 'uint16', {'x': 'y'})\n"
+            "files = files_for('arrow')(table, 'shard')\n"
+            "digest = hashlib.sha256(b''.join(files[k] for k in sorted(files))).hexdigest()\n"
+            "imported = 'pandas' in sys.modules\n"
+            "import pandas\n"
+            "frame = table.to_pandas()\n"
+            "print(applied, imported, len(frame), digest)\n")
+    runs = {}
+    for mode in ("without", "default"):
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True).stdout
+        runs[mode] = out.split()
+    applied, imported, rows, digest = runs["without"]
+    assert (applied, imported, rows) == ("True", "False", "2"), runs
+    assert runs["default"][1] == "True"  # pyarrow imported pandas on its own there
+    assert digest == runs["default"][3]  # the same shard bytes
+
+
 def test_shutdown_stops_every_process_of_the_embedded_ray_it_started():
     """runner.shutdown in a fresh process: the raylet, GCS, helpers and the actor's worker are all gone after it.
 
