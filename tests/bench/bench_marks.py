@@ -30,11 +30,9 @@ def main() -> None:
     from pipeline.tokenizers.base import insert_each
     from pipeline.tokenizers.gigatoken_engine import flat_arrays, gigatoken_engine
     from pipeline.unit import BATCH_BYTES, BATCH_DOCS
-    from tests.bench.bench_text import bench_spec
+    from tests.bench.bench_text import bench_inputs, bench_spec
     workdir = Path(args.workdir)
-    corpus, tokenizer = workdir / "corpus.jsonl", workdir / "tokenizer" / "tokenizer.json"
-    if not corpus.exists() or not tokenizer.exists():
-        sys.exit(f"run tests/bench/bench_text.py --workdir {workdir} once first (it writes the corpus and tokenizer)")
+    corpus, tokenizer = bench_inputs(workdir)
     spec = JobSpec.model_validate(bench_spec(corpus, tokenizer, workdir / "out-bench-marks", "gigatoken", 1,
                                              int(args.unit_mb * 2**20)))
     units = make_plan(spec)

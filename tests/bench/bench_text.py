@@ -243,6 +243,14 @@ def run_spec(corpus: Path, tokenizer: Path, workdir: Path, engine: str, args: ar
                       int(args.unit_mb * 2**20) if args.unit_mb else None)
 
 
+def bench_inputs(workdir: Path) -> tuple[Path, Path]:
+    """(corpus.jsonl, tokenizer.json) that this script wrote under workdir, for the benches that reuse them."""
+    corpus, tokenizer = workdir / "corpus.jsonl", workdir / "tokenizer" / "tokenizer.json"
+    if not corpus.exists() or not tokenizer.exists():
+        sys.exit(f"run tests/bench/bench_text.py --workdir {workdir} once first (it writes the corpus and tokenizer)")
+    return corpus, tokenizer
+
+
 def pipeline_speed(spec: dict[str, Any], workers: int, text_bytes: int, workdir: Path) -> dict[str, Any]:
     """`tokenmill run` through the CLI (its own embedded Ray) into a fresh output; steady-state MB/s (of text,
     as raw) from the ledger's unit times, and the fixed cost: the command's wall time minus that span."""

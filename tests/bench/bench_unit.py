@@ -31,11 +31,9 @@ def main() -> None:
     from pipeline.plan import make_plan
     from pipeline.spec import JobSpec
     from pipeline.unit import UnitProcessor
-    from tests.bench.bench_text import bench_spec
+    from tests.bench.bench_text import bench_inputs, bench_spec
     workdir = Path(args.workdir)
-    corpus, tokenizer = workdir / "corpus.jsonl", workdir / "tokenizer" / "tokenizer.json"
-    if not corpus.exists() or not tokenizer.exists():
-        sys.exit(f"run tests/bench/bench_text.py --workdir {workdir} once first (it writes the corpus and tokenizer)")
+    corpus, tokenizer = bench_inputs(workdir)
     out = workdir / "out-bench-unit"
     shutil.rmtree(out, ignore_errors=True)
     spec = JobSpec.model_validate(bench_spec(corpus, tokenizer, out, "gigatoken", 1, int(args.unit_mb * 2**20)))
