@@ -40,6 +40,7 @@ class FaultyProxy(ThreadingHTTPServer):
         self.draws = random.Random(seed)
         self.lock = threading.Lock()
         self.counts = {"forwarded": 0, "503": 0, "reset": 0}
+        self.requests: list[tuple[str, str]] = []  # (method, path without the query) of each request
 
     def draw(self) -> str:
         with self.lock:
@@ -62,6 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _any(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.requests.append((self.command, urlsplit(self.path).path))
         fault = self.server.draw()
         if fault == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -134,6 +136,37 @@ def test_503s_and_resets_end_byte_identical(tmp_path, buckets, bpe_tokenizer, ra
     a, b = _shards(buckets, "clean"), _shards(buckets, "faulty")
     assert len(a) >= 4
     assert a == b, (_quarantined(buckets, "faulty"), faulty.stdout[-3000:])
+
+
+def test_a_unit_of_files_costs_one_get_per_object(buckets, bpe_tokenizer):
+    """format: files on S3: each object of a unit is fetched with one GET (s3fs's cat asks each size first, a
+    HEAD: twice the requests, each one more chance of a 503), and every byte arrives."""
+    from pipeline.plan import make_plan
+    from pipeline.sources.files import read_files
+    from pipeline.spec import parse_spec
+    spec = parse_spec({"name": "gets", "source": {"uri": "s3://faults-in/code/**/*.py", "format": "files",
+                                                  "modality": "code", "unit_bytes": "40KiB"},
+                       "tokenizer": {"kind": "hf", "path": str(bpe_tokenizer)}, "sink": {"uri": "s3://faults-out/g"}})
+    source, units = spec.source, make_plan(spec)
+    assert len(units) > 1
+    proxy = FaultyProxy(buckets["AWS_ENDPOINT_URL"], p_503=0, p_reset=0)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("AWS_ENDPOINT_URL", proxy.url)
+            records = [r for unit in units for r in read_files(unit, source)]
+    finally:
+        proxy.shutdown()
+    objects = {f"/faults-in/{o}" for o in _keys(buckets, "faults-in")}
+    assert sorted(proxy.requests) == sorted(("GET", path) for path in objects), proxy.requests
+    assert {r.source.split("://", 1)[1] for r in records} == {p[1:] for p in objects}
+    assert sum(len(r.data) for r in records) == sum(u.n_bytes for u in units) > 0
+
+
+def _keys(env: dict, bucket: str) -> list[str]:
+    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    return [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
 
 
 def _quarantined(env: dict, out: str) -> list[dict]:

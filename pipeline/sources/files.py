@@ -3,7 +3,7 @@
 A compressed file (.gz, .bz2, .xz, .zst) is one sample of its decompressed bytes, read up to
 max_bytes + 1: a gzip bomb is quarantined after max_bytes, never held whole. Local files are
 opened one by one (regular files only, unchanged since planning); object-store files are
-fetched 64 at a time, and a size that is not the planned one quarantines the object.
+fetched 64 at a time (one GET each), and a size that is not the planned one quarantines the object.
 """
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from pipeline.sources import RawRecord, read_inputs
 from pipeline.sources.inputs import (InputProblem, check_unchanged, compression_of, is_local_uri, open_input,
                                      read_local, read_up_to, storage_error)
 from pipeline.spec import SourceSpec
-from pipeline.storage import filesystem
+from pipeline.storage import cat_objects, filesystem
 
 _REMOTE_BATCH = 64  # objects fetched concurrently from an object store
+_BATCHED_MAX_BYTES = 16 << 20  # larger objects are opened one by one (s3fs reads those in concurrent ranges)
 
 
 def read_files(unit: WorkUnit, source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
@@ -25,7 +26,8 @@ def read_files(unit: WorkUnit, source: SourceSpec) -> Iterator[RawRecord | Quara
     limit = source.limits.max_bytes
     batch: list[InputRef] = []  # plain objects of an object store, fetched together
     for ref in unit.inputs:
-        if ref.problem or compression_of(ref.uri) or ref.size > limit or is_local_uri(ref.uri):
+        if (ref.problem or compression_of(ref.uri) or ref.size > min(limit, _BATCHED_MAX_BYTES)
+                or is_local_uri(ref.uri)):
             yield from _fetch(batch, source)
             batch = []
             yield from read_inputs([ref], lambda r: _read_one(r, source), "file")
@@ -62,7 +64,7 @@ def _fetch(batch: list[InputRef], source: SourceSpec) -> Iterator[RawRecord | Qu
         return
     fs, _ = filesystem(batch[0].uri, source.storage_options)
     paths = [fs._strip_protocol(r.uri) for r in batch]
-    blobs = fs.cat(paths, on_error="return")
+    blobs = cat_objects(fs, paths)
     for ref, path in zip(batch, paths):
         data = blobs.get(path)
         try:
