@@ -4,14 +4,18 @@ bad inputs the pipeline must quarantine (each built the way it happens in real c
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import io
 import os
 import shutil
 import struct
 import subprocess
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,12 +26,46 @@ SENTENCES = ("The quick brown fox jumps over the lazy dog.",
 
 
 def photo(name: str) -> np.ndarray:
-    """An RGB uint8 photo shipped with scikit-image (grey ones are stacked to RGB)."""
+    """An RGB uint8 photo shipped with scikit-image (grey ones are stacked to RGB); a copy of the one loaded."""
+    return _photo(name).copy()
+
+
+@functools.lru_cache(maxsize=None)
+def _photo(name: str) -> np.ndarray:
     import skimage.data
     pixels = getattr(skimage.data, name)()
     return np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels[..., :3]
 
 
+def _written_once(write):
+    """`write(folder, ...)` run once per process (per arguments) into a folder of its own; each call copies what it
+    wrote into its folder (the same bytes: the encoders and the seeded training are deterministic) and returns
+    write's answer with the paths moved there. The photos took ~2 s to write, the gallery ~3 s, an image
+    codebook ~2.7 s, and dozens of tests ask for them."""
+    @functools.lru_cache(maxsize=None)
+    def made(*args: Any, **kwargs: Any) -> tuple[Path, Any]:
+        cache = Path(tempfile.mkdtemp(prefix=f"tm-{write.__name__}-"))
+        atexit.register(_remove_in, os.getpid(), cache)
+        answer = write(cache, *args, **kwargs)
+        return cache, tuple(answer) if isinstance(answer, list) else answer
+
+    @functools.wraps(write)
+    def copied(folder: Path, *args: Any, **kwargs: Any) -> Any:
+        cache, answer = made(*args, **kwargs)
+        shutil.copytree(cache, folder, dirs_exist_ok=True)
+        if isinstance(answer, tuple):
+            return [folder / path.relative_to(cache) for path in answer]
+        return folder / answer.relative_to(cache)
+    return copied
+
+
+def _remove_in(pid: int, folder: Path) -> None:
+    """Remove folder at exit, in the process that made it only (not in a forked child that exits normally)."""
+    if os.getpid() == pid:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@_written_once
 def write_photos(folder: Path) -> list[Path]:
     """Photos as JPEG, PNG, WebP, GIF, plus a JPEG whose EXIF says 'rotate 90'."""
     from PIL import Image
@@ -61,6 +99,7 @@ def speech(text: str, rate: int = 22050) -> tuple[np.ndarray, int]:
     return (0.3 * voiced * envelope * np.sin(2 * np.pi * 700 * t)).astype(np.float32), rate
 
 
+@_written_once
 def write_audio(folder: Path) -> list[Path]:
     """Speech as WAV, FLAC, OGG (libsndfile) and MP3 (PyAV/LAME)."""
     import soundfile as sf
@@ -114,6 +153,7 @@ def write_video(path: Path, codec: str, frames: np.ndarray, fps: int = 24) -> Pa
     return path
 
 
+@_written_once
 def write_videos(folder: Path) -> list[Path]:
     """2 s clips: MP4/H.264, WebM/VP9, MKV/H.264."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -210,6 +250,7 @@ def not_safetensors(path: Path) -> Path:
     return path
 
 
+@_written_once
 def image_codebook(folder: Path, k: int = 64, image_size: int = 128) -> Path:
     """An image-vq codebook trained by tokenmill on the photos (written to folder/image.safetensors)."""
     from pipeline.spec import SourceSpec
@@ -222,6 +263,7 @@ def image_codebook(folder: Path, k: int = 64, image_size: int = 128) -> Path:
     return out
 
 
+@_written_once
 def audio_codebook(folder: Path, k: int = 32) -> Path:
     """An audio-vq codebook trained by tokenmill on the speech files."""
     from pipeline.spec import SourceSpec
@@ -238,6 +280,7 @@ GALLERY = ("astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "c
            "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket", "text")
 
 
+@_written_once
 def write_gallery(folder: Path, n: int = 30) -> list[Path]:
     """n distinct real photos (the scikit-image samples, then crops of them) as JPEG, PNG and WebP."""
     from PIL import Image
