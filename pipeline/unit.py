@@ -131,7 +131,8 @@ class UnitProcessor:
         """The `source` and `id` columns as names below the corpus root (json/decoder.py, data.jsonl@120), so
         shards do not depend on where the corpus is mounted; ledger entries and _errors/ keep the full URIs."""
         sources = table.column("source").to_pylist()
-        names = [relative_name(s, self.root) for s in sources]
+        named = {s: relative_name(s, self.root) for s in set(sources)}  # a JSONL unit: one source, 10,000s of rows
+        names = [named[s] for s in sources]
         ids = [name + i[len(s):] if i.startswith(s) else i
                for i, s, name in zip(table.column("id").to_pylist(), sources, names)]
         for column, values in (("id", ids), ("source", names)):
