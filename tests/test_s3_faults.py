@@ -144,17 +144,18 @@ def test_a_unit_of_files_costs_one_get_per_object(buckets, bpe_tokenizer):
     from pipeline.plan import make_plan
     from pipeline.sources.files import read_files
     from pipeline.spec import parse_spec
-    spec = parse_spec({"name": "gets", "source": {"uri": "s3://faults-in/code/**/*.py", "format": "files",
-                                                  "modality": "code", "unit_bytes": "40KiB"},
-                       "tokenizer": {"kind": "hf", "path": str(bpe_tokenizer)}, "sink": {"uri": "s3://faults-out/g"}})
-    source, units = spec.source, make_plan(spec)
-    assert len(units) > 1
     proxy = FaultyProxy(buckets["AWS_ENDPOINT_URL"], p_503=0, p_reset=0)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    try:
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("AWS_ENDPOINT_URL", proxy.url)
-            records = [r for unit in units for r in read_files(unit, source)]
+    try:  # the endpoint in storage_options, as a user gives it: an s3fs instance cached for moto is not reused
+        spec = parse_spec({"name": "gets", "source": {"uri": "s3://faults-in/code/**/*.py", "format": "files",
+                                                      "modality": "code", "unit_bytes": "40KiB",
+                                                      "storage_options": {"endpoint_url": proxy.url}},
+                           "tokenizer": {"kind": "hf", "path": str(bpe_tokenizer)},
+                           "sink": {"uri": "s3://faults-out/g"}})
+        source, units = spec.source, make_plan(spec)
+        assert len(units) > 1
+        proxy.requests.clear()  # the plan's listing
+        records = [r for unit in units for r in read_files(unit, source)]
     finally:
         proxy.shutdown()
     objects = {f"/faults-in/{o}" for o in _keys(buckets, "faults-in")}
