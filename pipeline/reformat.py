@@ -21,6 +21,7 @@ from pipeline.dataset import layout
 from pipeline.dataset.read import DatasetFolder
 from pipeline.dataset.records import LedgerEntry
 from pipeline.ledger import Ledger
+from pipeline.shard import write_shard_files
 from pipeline.sinks import files_for
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,7 @@ def reformat(ledger: Ledger, entry: LedgerEntry, formats: list[str]) -> LedgerEn
             continue
         table = table if table is not None else _read_back(ledger.folder, entry)
         written = files_for(fmt)(table, entry.shard)
-        for rel, data in written.items():  # the shard file, then those derived from it (a tar's .tar.idx)
-            ledger.storage.write_atomic(rel, data)
-        path = layout.shard_file(entry.shard, fmt)
-        files[fmt] = {"path": path, "size": len(written[path]), "sha256": hashlib.sha256(written[path]).hexdigest()}
+        files[fmt], _ = write_shard_files(ledger.storage, written, layout.shard_file(entry.shard, fmt))
     updated = LedgerEntry.parse({**entry.to_json(), "files": files}, layout.ledger_file(entry.unit))
     ledger.commit(updated)
     return updated
