@@ -8,6 +8,11 @@ class SpecError(ValueError):
     """A job spec that cannot run; the message says which field and how to fix it."""
 
 
+class TokenizerRefused(SpecError):
+    """A worker could not build or check the spec's tokenizer (a neural encoder's model breaks its contract):
+    the whole run stops with that SpecError, as if the driver had found it."""
+
+
 # the stage of an empty input (a zero-byte file, an empty document): a fact, not an error. It is listed in
 # _errors/ so it can be found, but counted apart (n_empty), never against on_error or on_error_max_fraction
 EMPTY = "empty"

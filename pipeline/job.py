@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pipeline.dataset import layout
 from pipeline.dataset.read import DatasetFolder, LedgerScan
@@ -28,6 +28,9 @@ from pipeline.spec import TEXT_MODALITIES, JobSpec
 from pipeline.storage import Storage
 from pipeline.tokenizers import Tokenizer
 from pipeline.validate import check_job
+
+if TYPE_CHECKING:
+    from pipeline.runner import ActorPool
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +248,7 @@ Verdict = tuple[str, dict, "EngineChoice | None"]  # the engine, its report, a n
 def _prepare(spec: JobSpec, storage: Storage, probe: bool) -> tuple[Tokenizer, list[WorkUnit], Verdict | None]:
     """The tokenizer (built once, and the stages checked against it, on the driver), the plan, the sink checked
     and, with `probe` (a first run, whose every unit is to do), the engine verdict over the whole plan."""
-    tokenizer = check_job(spec)
+    tokenizer = check_job(spec, check_model=False)  # a model is loaded and checked by the workers only
     units = make_plan(spec)
     check_output(storage)
     if not probe or not units:
@@ -347,6 +350,7 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
         if verdict is None or {u.id for u in todo} != {u.id for u in units}:  # that one was for the whole plan
             verdict = _engine_for(spec, previous, tokenizer, todo, storage)
         engine, engine_report, new_choice = verdict
+    pool = _checked_workers(spec, todo, engine, spec_hash, options, tokenizer)
     if new_choice:
         storage.write_atomic(layout.ENGINE_CHOICE, new_choice.to_bytes())
     copy_tokenizer(storage, tokenizer)
@@ -356,7 +360,7 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
                      started=started, host=socket.gethostname(), pid=os.getpid(), engine=engine)
     _write_state(storage, state)
     try:
-        outcome = _execute(spec, todo, engine, spec_hash, options, lease)
+        outcome = _execute(spec, todo, engine, spec_hash, options, lease, pool)
     except (UnitFailed, ClusterLost, SpecError) as exc:  # what committed stays committed; the state says why
         _write_state(storage, state.model_copy(update={"state": "failed", "finished": time.time(),
                                                        "error": str(exc)}))
@@ -459,7 +463,28 @@ def _stage_totals(entries: list[LedgerEntry]) -> dict[str, dict[str, float]]:
     return totals
 
 
-def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, spec_hash: str, options: RunOptions, lease: RunLease):
+def _checked_workers(spec: JobSpec, todo: list[WorkUnit], engine: str, spec_hash: str, options: RunOptions,
+                     tokenizer: Tokenizer) -> "ActorPool | None":
+    """For a tokenizer with a model (a neural encoder), which the driver did not load: the workers, started
+    now, and the first one's check of the model awaited, so that a model that breaks its contract stops the run
+    (TokenizerRefused, a SpecError) before it writes anything. The driver loading it too had cost a .pt2 run
+    a second load of 4-5 s before the workers' own (docs/benchmarks.md, Run 13). None otherwise: the pool is
+    made by run_units."""
+    if not todo or not tokenizer.loads_model:
+        return None
+    from pipeline import runner
+    runner.connect(options.address, options.num_cpus)
+    pool = runner.ActorPool(spec, engine, runner.worker_count(spec, len(todo)), spec_hash)
+    try:
+        pool.first_ready(spec.resources.unit_timeout, len(todo))
+    except BaseException:
+        pool.close()
+        raise
+    return pool
+
+
+def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, spec_hash: str, options: RunOptions, lease: RunLease,
+             pool: "ActorPool | None" = None):
     from pipeline import runner
     progress = Progress(len(todo)) if options.show_progress else None
     if not todo:
@@ -470,7 +495,7 @@ def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, spec_hash: str, o
         if progress:
             progress.commit(entry)
     runner.connect(options.address, options.num_cpus)
-    return runner.run_units(spec, todo, engine, committed, progress.retry if progress else None, spec_hash)
+    return runner.run_units(spec, todo, engine, committed, progress.retry if progress else None, spec_hash, pool)
 
 
 CRASH_ENV = "TOKENMILL_TEST_CRASH_AT"

@@ -28,7 +28,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # noqa: E402
 from ray.exceptions import RayActorError, RayTaskError  # noqa: E402
 
-from pipeline.errors import ClusterLost, SpecError, UnitFailed  # noqa: E402
+from pipeline.errors import ClusterLost, SpecError, TokenizerRefused, UnitFailed  # noqa: E402
 from pipeline.sources.inputs import StorageIOError  # noqa: E402
 from pipeline.plan import WorkUnit  # noqa: E402
 from pipeline.spec import JobSpec  # noqa: E402
@@ -125,16 +125,27 @@ class UnitWorker:
         keep_freed_memory()
         from pipeline.unit import UnitProcessor
         stream = partial(decode_in_tasks, tasks=decode_tasks) if decode_tasks else None
-        self.processor = UnitProcessor(spec, engine, spec_hash, decode_stream=stream)
+        self.refused: TokenizerRefused | None = None  # ready() and run() raise it: the driver stops the run
+        try:
+            self.processor = UnitProcessor(spec, engine, spec_hash, decode_stream=stream)
+        except SpecError as exc:  # the tokenizer (a neural encoder's model, checked here) is refused
+            self.refused = TokenizerRefused(str(exc))
+            return
         # what is alive now (modules, the tokenizer) is left out of every later garbage collection: in a unit of
         # 2,350 files its ledger entry's validation took 83 ms of collections over it, 4 ms after this; the
         # unit 0.19-0.23 -> 0.16-0.17 s
         gc.freeze()
 
+    def ready(self) -> None:
+        """Returns once the tokenizer is built and checked; raises TokenizerRefused when it was refused."""
+        if self.refused:
+            raise self.refused
+
     def run(self, unit: WorkUnit, attempt: int) -> "LedgerEntry":
         """Run the unit to its commit. The driver gets the ledger entry without its inputs (the committed file
         has them; the driver counts): an entry of 3,964 files took 14 ms to pickle here and 8-49 ms to unpickle
         on the driver, which shares the CPUs with the workers."""
+        self.ready()
         return self.processor(unit, attempt).model_copy(update={"inputs": []})
 
     def pid(self) -> int:
@@ -423,6 +434,38 @@ class ActorPool:
         self.order[idx] = deque()
         self.head_since[idx] = time.monotonic()
 
+    def first_ready(self, timeout_s: float, n_units: int) -> None:
+        """Wait until one worker has built and checked its tokenizer, and raise TokenizerRefused if it refused
+        it: every worker checks the same files, so the first verdict is theirs. A worker lost while it starts
+        is left to run_units, which replaces it; the wait ends with ClusterLost when no node can host a worker
+        for resources.stall_timeout, or when no worker is ready after `timeout_s`."""
+        pending = [actor.ready.remote() for actor in self.actors]
+        watch = ClusterWatch(self.spec.resources.stall_timeout, self.spec.resources.cpus_per_worker)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            for ref in done:
+                try:
+                    ray.get(ref)
+                    return
+                except RayTaskError as exc:
+                    raise (exc.cause if isinstance(exc.cause, TokenizerRefused) else exc) from None
+                except _ACTOR_LOST as exc:
+                    log.warning("a worker was lost while it loaded the tokenizer (%s); it is replaced",
+                                type(exc).__name__)
+            watch.check(0, n_units)
+            if time.monotonic() > deadline:
+                raise ClusterLost(f"no worker had loaded the tokenizer after {timeout_s:g} s "
+                                  "(resources.unit_timeout); see the workers' logs (docs/operations.md)")
+
+    def close(self) -> None:
+        """Kill every worker of the pool (a run that stops before its units)."""
+        for actor in self.actors:
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
     def finished(self, idx: int, ref: Any) -> None:
         """A ref of actor idx is done: the next one in its order starts running now."""
         if ref in self.order[idx]:
@@ -437,13 +480,15 @@ class ActorPool:
 
 def run_units(spec: JobSpec, units: list[WorkUnit], engine: str | None,
               on_commit: Callable[[dict[str, Any]], None] | None = None,
-              on_retry: Callable[[WorkUnit, str], None] | None = None, spec_hash: str | None = None) -> RunOutcome:
-    """Run every unit to a commit (or a reported failure) on a Ray actor pool; `spec_hash`: the one the
-    job computed (with a named inexact engine in it), else the spec's own."""
+              on_retry: Callable[[WorkUnit, str], None] | None = None, spec_hash: str | None = None,
+              pool: ActorPool | None = None) -> RunOutcome:
+    """Run every unit to a commit (or a reported failure) on a Ray actor pool (`pool`: one the job started
+    already, else a new one); `spec_hash`: the one the job computed (with a named inexact engine in it), else
+    the spec's own."""
     outcome = RunOutcome()
     if not units:
         return outcome
-    pool = ActorPool(spec, engine, worker_count(spec, len(units)), spec_hash)
+    pool = pool or ActorPool(spec, engine, worker_count(spec, len(units)), spec_hash)
     queue: deque[tuple[WorkUnit, int]] = deque((u, 1) for u in sorted(units, key=lambda u: -u.n_bytes))
     inflight: dict[Any, tuple[WorkUnit, int, int, Any]] = {}
     watch = ClusterWatch(spec.resources.stall_timeout, spec.resources.cpus_per_worker)
@@ -569,7 +614,7 @@ def _result(ref, outcome: RunOutcome, on_commit) -> tuple[bool, str, bool] | Non
         return True, f"worker lost: {type(exc).__name__}", True
     except RayTaskError as exc:
         cause = exc.cause if exc.cause is not None else exc
-        if isinstance(cause, UnitFailed):
+        if isinstance(cause, (UnitFailed, TokenizerRefused)):
             raise cause
         return False, f"{type(cause).__name__}: {cause}", isinstance(cause, RETRYABLE_ERRORS)
     outcome.committed.append(entry)

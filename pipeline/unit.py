@@ -32,7 +32,8 @@ from pipeline.sources.inputs import StorageIOError, is_transient
 from pipeline.sources.listing import corpus_root, printable, relative_name
 from pipeline.spec import TEXT_MODALITIES, JobSpec
 from pipeline.storage import Storage
-from pipeline.tokenizers import Tokenizer, TokenBatch, build_tokenizer
+from pipeline.tokenizers import Tokenizer, TokenBatch
+from pipeline.validate import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class UnitProcessor:
         None: that thread pool. The runner passes Ray tasks for `resources.decode_workers`."""
         self.spec = spec
         self.decode_stream = decode_stream
-        self.tokenizer = build_tokenizer(spec.tokenizer, engine)
+        self.tokenizer = load_tokenizer(spec.tokenizer, engine)  # a neural encoder's model loaded and checked
         self.storage = Storage(spec.sink.uri, spec.sink.storage_options)
         self.ledger = Ledger(self.storage)
         self.read = reader_for(spec.source.format)

@@ -32,8 +32,12 @@ def _builder(kind: str) -> Callable[["BaseTokenizerSpec"], Tokenizer]:
     return getattr(importlib.import_module(module), func)
 
 
-def build_tokenizer(spec: "BaseTokenizerSpec", engine: str | None = None) -> Tokenizer:
-    """The tokenizer for a spec; `engine` overrides spec.engine (used after auto-selection)."""
+def build_tokenizer(spec: "BaseTokenizerSpec", engine: str | None = None, check: bool = True) -> Tokenizer:
+    """The tokenizer for a spec; `engine` overrides spec.engine (used after auto-selection). With `check`
+    (Tokenizer.check) a neural encoder's model is loaded and run once; without, it is not loaded."""
     if engine is not None and "engine" in type(spec).model_fields:  # the other kinds have one engine each
         spec = spec.model_copy(update={"engine": engine})
-    return _builder(spec.kind)(spec)
+    tokenizer = _builder(spec.kind)(spec)
+    if check:
+        tokenizer.check()
+    return tokenizer

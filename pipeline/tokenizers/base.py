@@ -103,6 +103,11 @@ class Tokenizer:
     vocab_size: int = 0
     eos_id: int | None = None
     engine: str = ""
+    loads_model = False  # check() loads a model: a run's driver leaves that to the workers (pipeline.job)
+
+    def check(self) -> None:
+        """What needs the tokenizer's model itself (load it, one call on a blank input), a SpecError naming the
+        field; nothing for a tokenizer that has no model apart from its files. `build_tokenizer` calls it."""
 
     def encode_batch(self, samples: list[Any]) -> TokenBatch:
         raise NotImplementedError

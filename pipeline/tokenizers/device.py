@@ -10,12 +10,27 @@ and GPU give identical codes. Torch is imported here, never at `import pipeline`
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 _CHUNK_ROWS = 16384  # distance matrix chunk: 16k x K floats bounds memory
+
+
+# where a GPU that torch can use shows itself without torch: NVIDIA's control device, ROCm's, WSL's
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
+def device_kind(preference: str = "auto") -> str:
+    """`cuda` or `cpu`, as pick_device says; on a machine without a GPU device file, without importing torch
+    (its import is ~2 s here: a run's driver that only fingerprints an encoder does not pay it)."""
+    if preference != "cpu" and not any(os.path.exists(p) for p in GPU_DEVICE_FILES):
+        if preference == "cuda":
+            log.warning("tokenizer asked for cuda but no GPU is visible: running on CPU")
+        return "cpu"
+    return pick_device(preference).type
 
 
 def pick_device(preference: str = "auto"):

@@ -5,7 +5,10 @@ The contract is a JSON sidecar next to the model (`enc.pt2` -> `enc.json`; for a
 mean/std, channel order, sample rate and clip length, fps and frames per clip) and what
 comes out (dims, codebooks, vocab per codebook, flatten order, offsets). It travels with
 the model and is fingerprinted with it. At build time (so `tokenmill validate` refuses it)
-the model runs once on a blank input and its output must match the declared layout.
+the model runs once on a blank input and its output must match the declared layout: `check()`, which
+`tokenmill validate` and every worker run. A run's driver builds the tokenizer without its model (the
+fingerprint needs the files, not the program) and leaves the load and the check to the workers
+(docs/media.md, "Where the model is loaded").
 Samples are cut into pieces of the declared shape (one image, one audio clip, one video
 clip), pieces are bucketed by shape and each bucket runs in calls of up to `batch_size`.
 """
@@ -15,8 +18,9 @@ import hashlib
 import importlib
 import json
 import logging
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
@@ -141,7 +145,7 @@ def _is_pt2_archive(path: Path) -> bool:
 
 
 def load_factory(name: str, trust_code: bool):
-    """The module a trusted `module:function` returns, and the source file that defines it."""
+    """A trusted `module:function` (not called yet: `make_model` calls it), and the source file that defines it."""
     if not trust_code:
         raise SpecError(f"tokenizer.trust_code: factory {name} runs its own Python in every worker; set "
                         "trust_code: true to allow it")
@@ -150,39 +154,65 @@ def load_factory(name: str, trust_code: bool):
         raise SpecError(f"tokenizer.factory: {name!r} is not module:function")
     try:
         module = importlib.import_module(module_name)
-        return getattr(module, func)(), Path(module.__file__)
+        return getattr(module, func), Path(module.__file__)
     except (ImportError, AttributeError) as exc:
         raise SpecError(f"tokenizer.factory: cannot load {name}: {exc}") from None
 
 
+def make_model(factory, name: str):
+    """The module a trusted factory returns, in eval mode; what it raises is a SpecError naming it."""
+    try:
+        return factory().eval()
+    except Exception as exc:  # noqa: BLE001 - the user's own code: whatever it raises
+        raise SpecError(f"tokenizer.factory: {name}() raised {type(exc).__name__}: {exc}") from None
+
+
 class EncoderTokenizer(Tokenizer):
-    """A neural encoder behind a contract, batched by input shape."""
+    """A neural encoder behind a contract, batched by input shape. Built without its model: `check()` loads
+    it (with `load_model`), runs it once on a blank input and sizes the batch."""
 
     engine = "torch"
+    loads_model = True
 
-    def __init__(self, kind: str, model, files: list[Path], contract: Contract, *, add_eos: bool,
-                 batch_size: int | str | None, precision: str | None, device: str | None) -> None:
-        self.kind, self.model, self._files, self.contract = kind, model, files, contract
+    def __init__(self, kind: str, load_model: Callable[[], Any], files: list[Path], contract: Contract, *,
+                 add_eos: bool, batch_size: int | str | None, precision: str | None, device: str | None) -> None:
+        self.kind, self._load_model, self._files, self.contract = kind, load_model, files, contract
+        self.model = None
         self.io, self.out = contract.input, contract.output
         self.add_eos = add_eos
         self.eos_id = self.out.vocab if add_eos else None
         self.vocab_size = self.out.vocab + (1 if add_eos else 0)
         self.precision = precision or "fp32"
-        from pipeline.tokenizers.device import pick_device
-        self.device = pick_device(device or "auto")
-        self.model = _to(self.model, self.device)
-        self.batch_size = self._batch_size(batch_size)
+        from pipeline.tokenizers.device import device_kind
+        self.device_kind = device_kind(device or "auto")  # torch is not imported for it on a machine with no GPU
+        self.device = None  # the torch.device, from check()
+        self._asked_batch = batch_size
+        self.batch_size = batch_size if isinstance(batch_size, int) else CPU_BATCH if self.device_kind != "cuda" \
+            else None  # auto on a GPU: sized in check(), from the device memory one blank input takes
+
+    def check(self) -> None:
+        if self.model is not None:
+            return
+        import torch
+        self.device = torch.device(self.device_kind)
+        self.model = _to(self._load_model(), self.device)
+        try:
+            self.batch_size = self._batch_size(self._asked_batch)
+            self.probe()
+        except BaseException:
+            self.model = None  # not checked: a later check() loads and probes again
+            raise
 
     def files(self) -> list[Path]:
         return self._files
 
     def options(self) -> dict[str, Any]:
         # float encoders may give other codes on other hardware or precision: both are in the fingerprint
-        return {"add_eos": self.add_eos, "precision": self.precision, "device": self.device.type,
+        return {"add_eos": self.add_eos, "precision": self.precision, "device": self.device_kind,
                 "contract": self.contract.model_dump(mode="json")}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "options": self.options(), "batch_size": self.batch_size}
+        return {**super().describe(), "options": self.options(), "batch_size": self.batch_size or "auto"}
 
     def decode_hints(self) -> dict[str, Any]:
         fit = self.io.size_policy == "fit"
@@ -231,6 +261,7 @@ class EncoderTokenizer(Tokenizer):
     def encode_batch(self, samples: list[Any]) -> TokenBatch:
         """Every sample's pieces, bucketed by shape, through the model in calls of up to batch_size."""
         from pipeline.tokenizers.encoder_io import pieces_of
+        self.check()
         pieces = [pieces_of(s, self.io) for s in samples]
         flat = [p for ps in pieces for p in ps]
         buckets: dict[tuple[int, ...], list[int]] = {}
@@ -328,21 +359,23 @@ def file_digest(path: Path) -> str:
 
 
 def build_encoder(spec) -> EncoderTokenizer:
-    """The tokenizer of a `torchscript` (with sidecar), `torch-export` or `torch-factory` spec."""
+    """The tokenizer of a `torchscript` (with sidecar), `torch-export` or `torch-factory` spec, its model not
+    loaded yet (`EncoderTokenizer.check` loads and probes it; `build_tokenizer` calls that unless told not to).
+    What can be refused without the model is refused here: the contract, a .pt pickle, a factory not trusted."""
     from pipeline.storage import local_file
     local = Path(local_file(spec.path))
     contract = load_contract(sidecar_of(local), spec)
     if spec.kind == "torch-factory":
-        model, source = load_factory(spec.factory, spec.trust_code)
-        model, files = model.eval(), [source, local]
+        factory, source = load_factory(spec.factory, spec.trust_code)
+        load_model, files = partial(make_model, factory, spec.factory), [source, local]
     else:
         if spec.kind == "torch-export" and local.suffix != ".pt2":
             raise SpecError(f"tokenizer.path: {local.name}: a torch-export program is a .pt2 file "
                             "(a .pt pickle is never loaded)")
-        model, files = load_program("torchscript" if spec.kind == "torchscript" else "export", local), \
-            [local, sidecar_of(local)]
-    options = spec.options
-    tok = EncoderTokenizer(spec.kind, model, files, contract, add_eos=spec.add_eos, batch_size=spec.batch_size,
-                           precision=spec.precision, device=getattr(options, "device", None))
-    tok.probe()
-    return tok
+        if spec.kind == "torch-export" and not _is_pt2_archive(local):
+            load_program("export", local)  # raises the SpecError that says how to save a program
+        load_model = partial(load_program, "torchscript" if spec.kind == "torchscript" else "export", local)
+        files = [local, sidecar_of(local)]
+    return EncoderTokenizer(spec.kind, load_model, files, contract, add_eos=spec.add_eos,
+                            batch_size=spec.batch_size, precision=spec.precision,
+                            device=getattr(spec.options, "device", None))

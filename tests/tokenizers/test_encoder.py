@@ -100,6 +100,28 @@ def test_fingerprint_holds_model_hash_precision_and_device(small_vqgan):
     assert len(bf16.encode_batch(photos).values) == 6 * 17
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "export"])
+def test_a_run_driver_fingerprints_the_encoder_without_loading_it(small_vqgan, fmt):
+    """What `tokenmill run`'s driver builds (check=False): the same fingerprint and description as the checked
+    tokenizer, with no model loaded and, on a machine with no GPU device file, torch not even imported."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.tokenizers.device import GPU_DEVICE_FILES
+    code = ("import json, sys; from pipeline.spec import TokenizerSpec; from pipeline.tokenizers import build_tokenizer;"
+            f"t = build_tokenizer(TokenizerSpec(kind={spec(small_vqgan[fmt]).kind!r}, path={str(small_vqgan[fmt])!r}),"
+            " check=False); print(json.dumps([t.fingerprint, t.describe(), t.model is None, 'torch' in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    fingerprint, described, unloaded, torch_imported = json.loads(done.stdout)
+    checked = build_tokenizer(spec(small_vqgan[fmt]))
+    assert checked.model is not None and unloaded
+    assert (fingerprint, described) == (checked.fingerprint, json.loads(json.dumps(checked.describe())))
+    if not any(os.path.exists(p) for p in GPU_DEVICE_FILES):
+        assert not torch_imported
+
+
 def test_audio_residual_vq_time_major_with_offsets(tmp_path):
     model = ref.audio_rvq(ch=4, n_q=4, codes=64)
     path = saved(model, ref.contract(model), tmp_path / "codec", "export")
