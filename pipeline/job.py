@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pipeline.dataset import layout
 from pipeline.dataset.read import DatasetFolder, LedgerScan
 from pipeline.dataset.records import DatasetIndex, EngineChoice, LedgerEntry, RecordError, RunState
-from pipeline.errors import ClusterLost, OutputError, SpecError, UnitFailed
+from pipeline.errors import ClusterLost, OutputError, SpecError, TokenizerRefused, UnitFailed
 from pipeline.ledger import Ledger, build_index, write_index
 from pipeline.lock import RunLease
 from pipeline.plan import WorkUnit, make_plan
@@ -467,20 +467,37 @@ def _checked_workers(spec: JobSpec, todo: list[WorkUnit], engine: str, spec_hash
                      tokenizer: Tokenizer) -> "ActorPool | None":
     """For a tokenizer with a model (a neural encoder), which the driver did not load: the workers, started
     now, and the first one's check of the model awaited, so that a model that breaks its contract stops the run
-    (TokenizerRefused, a SpecError) before it writes anything. The driver loading it too had cost a .pt2 run
-    a second load of 4-5 s before the workers' own (docs/benchmarks.md, Run 13). None otherwise: the pool is
-    made by run_units."""
+    (TokenizerRefused, a SpecError) before it writes anything; so does a worker whose tokenizer has another
+    fingerprint than the driver's (`device: auto` that is cuda on the workers and cpu here). The driver loading
+    the model too had cost a .pt2 run a second load of 4-5 s before the workers' own (docs/benchmarks.md,
+    Run 13). None otherwise: the pool is made by run_units."""
     if not todo or not tokenizer.loads_model:
         return None
     from pipeline import runner
     runner.connect(options.address, options.num_cpus)
     pool = runner.ActorPool(spec, engine, runner.worker_count(spec, len(todo)), spec_hash)
     try:
-        pool.first_ready(spec.resources.unit_timeout, len(todo))
+        seen = pool.first_ready(spec.resources.unit_timeout, len(todo))
+        if seen and seen["fingerprint"] != tokenizer.fingerprint:
+            raise TokenizerRefused(workers_tokenizer_differs(tokenizer.options(), seen["options"]))
     except BaseException:
         pool.close()
         raise
     return pool
+
+
+def workers_tokenizer_differs(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
+    """What to say when the workers' tokenizer is not the one this driver fingerprinted (and so named the
+    shards and decided what to redo by)."""
+    if ours.get("device") != theirs.get("device"):
+        return (f"tokenizer.options.device: the workers run the model on {theirs.get('device')}, and this driver, "
+                f"which fingerprints the tokenizer, sees {ours.get('device')}: set tokenizer.options.device: "
+                f"{theirs.get('device')}, so that the fingerprint says where the codes are made")
+    changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    if changed:
+        return f"tokenizer: the workers' tokenizer differs from this driver's in {', '.join(changed)}"
+    return ("tokenizer.path: the workers read other bytes at the tokenizer's paths than this driver: every node "
+            "must see the same files")
 
 
 def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, spec_hash: str, options: RunOptions, lease: RunLease,

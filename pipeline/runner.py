@@ -136,16 +136,20 @@ class UnitWorker:
         # unit 0.19-0.23 -> 0.16-0.17 s
         gc.freeze()
 
-    def ready(self) -> None:
-        """Returns once the tokenizer is built and checked; raises TokenizerRefused when it was refused."""
+    def ready(self) -> dict[str, Any]:
+        """The tokenizer as this worker built and checked it, its fingerprint and options (the driver compares
+        them with its own); raises TokenizerRefused when it was refused."""
         if self.refused:
             raise self.refused
+        tokenizer = self.processor.tokenizer
+        return {"fingerprint": tokenizer.fingerprint, "options": tokenizer.options()}
 
     def run(self, unit: WorkUnit, attempt: int) -> "LedgerEntry":
         """Run the unit to its commit. The driver gets the ledger entry without its inputs (the committed file
         has them; the driver counts): an entry of 3,964 files took 14 ms to pickle here and 8-49 ms to unpickle
         on the driver, which shares the CPUs with the workers."""
-        self.ready()
+        if self.refused:
+            raise self.refused
         return self.processor(unit, attempt).model_copy(update={"inputs": []})
 
     def pid(self) -> int:
@@ -434,9 +438,10 @@ class ActorPool:
         self.order[idx] = deque()
         self.head_since[idx] = time.monotonic()
 
-    def first_ready(self, timeout_s: float, n_units: int) -> None:
+    def first_ready(self, timeout_s: float, n_units: int) -> dict[str, Any] | None:
         """Wait until one worker has built and checked its tokenizer, and raise TokenizerRefused if it refused
-        it: every worker checks the same files, so the first verdict is theirs. A worker lost while it starts
+        it: every worker checks the same files, so the first verdict is theirs. Returns what UnitWorker.ready
+        says (None when every worker was lost while it started). A worker lost while it starts
         is left to run_units, which replaces it; the wait ends with ClusterLost when no node can host a worker
         for resources.stall_timeout, or when no worker is ready after `timeout_s`."""
         pending = [actor.ready.remote() for actor in self.actors]
@@ -446,8 +451,7 @@ class ActorPool:
             done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
             for ref in done:
                 try:
-                    ray.get(ref)
-                    return
+                    return ray.get(ref)
                 except RayTaskError as exc:
                     raise (exc.cause if isinstance(exc.cause, TokenizerRefused) else exc) from None
                 except _ACTOR_LOST as exc:

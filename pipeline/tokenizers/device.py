@@ -24,11 +24,13 @@ GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 
 
 def device_kind(preference: str = "auto") -> str:
-    """`cuda` or `cpu`, as pick_device says; on a machine without a GPU device file, without importing torch
-    (its import is ~2 s here: a run's driver that only fingerprints an encoder does not pay it)."""
-    if preference != "cpu" and not any(os.path.exists(p) for p in GPU_DEVICE_FILES):
-        if preference == "cuda":
-            log.warning("tokenizer asked for cuda but no GPU is visible: running on CPU")
+    """The device kind an encoder's fingerprint records: the one asked for (`cpu`, `cuda`: where it is run,
+    the check refuses it if torch sees no such device), or for `auto`, what pick_device says. On a machine
+    without a GPU device file that is `cpu` without importing torch (its import is ~2 s here: a run's driver
+    that only fingerprints an encoder does not pay it)."""
+    if preference in ("cpu", "cuda"):
+        return preference
+    if not any(os.path.exists(p) for p in GPU_DEVICE_FILES):
         return "cpu"
     return pick_device(preference).type
 

@@ -194,6 +194,9 @@ class EncoderTokenizer(Tokenizer):
         if self.model is not None:
             return
         import torch
+        if self.device_kind == "cuda" and not torch.cuda.is_available():  # else cpu codes under a cuda fingerprint
+            raise SpecError("tokenizer.options.device: cuda, but torch sees no GPU here: give the workers GPUs "
+                            "(resources.gpus_per_worker) or set it to auto or cpu")
         self.device = torch.device(self.device_kind)
         self.model = _to(self._load_model(), self.device)
         try:

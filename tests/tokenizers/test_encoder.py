@@ -122,6 +122,24 @@ def test_a_run_driver_fingerprints_the_encoder_without_loading_it(small_vqgan, f
         assert not torch_imported
 
 
+def test_the_device_is_the_one_asked_for_in_the_fingerprint(small_vqgan):
+    """`device: cuda` is fingerprinted as cuda wherever the driver runs (it need not see the workers' GPU); a
+    driver whose fingerprint says another device than the workers' is told which option to set."""
+    from pipeline.job import workers_tokenizer_differs
+    on = {d: build_tokenizer(TokenizerSpec(kind="torchscript", path=str(small_vqgan["torchscript"]),
+                                           options={"device": d}), check=False) for d in ("cpu", "cuda")}
+    assert (on["cpu"].options()["device"], on["cuda"].options()["device"]) == ("cpu", "cuda")
+    assert on["cpu"].fingerprint != on["cuda"].fingerprint
+    said = workers_tokenizer_differs(on["cpu"].options(), on["cuda"].options())
+    assert said.startswith("tokenizer.options.device: the workers run the model on cuda, and this driver"), said
+    assert "set tokenizer.options.device: cuda" in said
+    assert "precision" in workers_tokenizer_differs(on["cpu"].options(), {**on["cpu"].options(), "precision": "bf16"})
+    if not torch.cuda.is_available():
+        with pytest.raises(SpecError, match="tokenizer.options.device: cuda, but torch sees no GPU here"):
+            on["cuda"].check()
+        assert on["cuda"].model is None
+
+
 def test_audio_residual_vq_time_major_with_offsets(tmp_path):
     model = ref.audio_rvq(ch=4, n_q=4, codes=64)
     path = saved(model, ref.contract(model), tmp_path / "codec", "export")

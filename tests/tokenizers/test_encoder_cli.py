@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from pipeline.tokenizers import encoder_reference as ref
 from tests import media_fixtures as mf
@@ -89,24 +90,35 @@ def test_bad_encoder_outputs_are_quarantined_and_the_rest_commits(tmp_path, ray_
         assert reason in errors[f"{name}.png"] and "tokenizer failed" in errors[f"{name}.png"], errors
 
 
+def refused_without_a_write(job: Path, out: Path, ray_address: str, said: str) -> None:
+    """`validate` and `run` both exit 2 with `said` in their one error line, and the run writes nothing."""
+    checked = run_cli("validate", str(job), cwd=job.parent)
+    done = run_cli("run", str(job), "--quiet", address=ray_address, cwd=job.parent)
+    assert checked.returncode == done.returncode == 2, (checked.stderr[-2000:], done.stderr[-3000:])
+    for stderr in (checked.stderr, done.stderr):
+        assert f"tokenmill: error: {said}" in stderr, stderr[-2000:]
+    assert not [p for p in out.rglob("*") if p.is_file()], sorted(out.rglob("*"))
+
+
 def test_a_model_that_breaks_its_contract_stops_the_run_before_it_writes(tmp_path, ray_address):
     """The driver does not load the model (the workers do, and check it): a grid that is not the one the
-    contract declares is still refused with the field named, and the run writes nothing, so the same output
-    takes the mended model (a provisional index of the refused tokenizer would have refused it)."""
+    contract declares is still refused with the field named, and so is `device: cuda` where torch sees no GPU
+    (it would make cpu codes under a cuda fingerprint). The run writes nothing, so the same output takes the
+    mended model (a provisional index of the refused tokenizer would have refused it)."""
     photos = mf.write_photos(tmp_path / "photos")
     model = ref.vqgan(**ref.SMALL_VQGAN)
     good = ref.contract(model, 64)
     path = saved(model, {**good, "input": {**good["input"], "size": 64, "multiple": 8}}, tmp_path / "enc",
                  "torchscript", 64)
-    job = run(tmp_path, "refused", "image", "photos", {"kind": "torchscript", "path": path.name, "batch_size": 4})
+    tokenizer = {"kind": "torchscript", "path": path.name, "batch_size": 4}
     out = tmp_path / "out-refused"
-    checked = run_cli("validate", str(job), cwd=tmp_path)
-    done = run_cli("run", str(job), "--quiet", address=ray_address, cwd=tmp_path)
-    assert checked.returncode == done.returncode == 2, (checked.stderr[-2000:], done.stderr[-3000:])
-    for said in (checked.stderr, done.stderr):
-        assert "tokenmill: error: tokenizer.path: enc.json input.multiple:" in said, said[-2000:]
-    assert not [p for p in out.rglob("*") if p.is_file()], sorted(out.rglob("*"))
+    job = run(tmp_path, "refused", "image", "photos", tokenizer)
+    refused_without_a_write(job, out, ray_address, "tokenizer.path: enc.json input.multiple:")
     path.with_suffix(".json").write_text(json.dumps(good))
+    if not torch.cuda.is_available():
+        run(tmp_path, "refused", "image", "photos", {**tokenizer, "options": {"device": "cuda"}})
+        refused_without_a_write(job, out, ray_address, "tokenizer.options.device: cuda, but torch sees no GPU here")
+    run(tmp_path, "refused", "image", "photos", tokenizer)
     tokenmill_run(job, ray_address)
     rows, errors = rows_and_errors(out)
     assert len(rows) == len(photos) and not errors, errors
