@@ -1,7 +1,8 @@
 """`tokenmill inspect OUT --sample ID --out DIR`: what one sample's tokens decode to, as files a person opens.
 
 Text and code -> .txt, binaries -> .bin, images -> .png (codebook patch means on the grid),
-audio -> .wav, video -> a frame strip .png. The tokenizer is rebuilt from the files the
+audio -> .wav, video -> a frame strip .png; a neural encoder, which has no decoder, -> its
+ids as .ids.json. The tokenizer is rebuilt from the files the
 dataset carries in OUT/tokenizer/, so this works on any copy of a dataset. Tokens a stage
 pruned are drawn grey; patches the temporal stage dropped repeat their last kept value.
 """
@@ -56,7 +57,7 @@ def dataset_tokenizer(folder: DatasetFolder, index: DatasetIndex):
     spec = TokenizerSpec(kind=desc.kind, path=path, add_eos=options.get("add_eos", desc.eos_id is not None),
                          fps=options.get("fps"), sample_rate=options.get("sample_rate"), pattern=options.get("pattern"),
                          **({"options": text} if text else {}))
-    return build_tokenizer(spec)
+    return build_tokenizer(spec, check=False)  # a neural encoder's model is not needed to show its ids
 
 
 def fill_grid(tokens: np.ndarray, positions: list[int] | None, shape: list[int], missing: int) -> np.ndarray:
@@ -94,6 +95,14 @@ def frame_strip(frames: np.ndarray, gap: int = 2) -> np.ndarray:
 def _write(tokenizer, row: dict[str, Any], tokens: np.ndarray, base: Path) -> list[Path]:
     """Decode a row's tokens to the file(s) its modality calls for."""
     modality, shape = row["modality"], row["shape"]
+    if not tokenizer.decodes:  # a neural encoder without its decoder: the ids are all there is to show
+        ids = fill_grid(tokens, row.get("positions"), shape, missing=-1) if shape \
+            else tokens[tokens != tokenizer.eos_id]  # fill_grid leaves out the EOS after the grid
+        name = _plus(base, ".ids.json")
+        name.write_text(json.dumps({"shape": shape, "ids": ids.tolist(),
+                                    "note": f"the {tokenizer.kind} tokenizer has no decoder: these are its codes, "
+                                            "flattened as its contract says (-1: pruned by a stage)"}) + "\n")
+        return [name]
     if modality in ("image", "video"):
         grid = fill_grid(tokens, row.get("positions"), shape, missing=2**31 - 1)
         decoded = tokenizer.decode(grid, shape)

@@ -104,6 +104,7 @@ class Tokenizer:
     eos_id: int | None = None
     engine: str = ""
     loads_model = False  # check() loads a model: a run's driver leaves that to the workers (pipeline.job)
+    decodes = True  # decode() gives the sample back (text, pixels, audio); False: only its ids (an encoder alone)
 
     def check(self) -> None:
         """What needs the tokenizer's model itself (load it, one call on a blank input), a SpecError naming the

@@ -103,8 +103,8 @@ def sidecar_of(path: Path) -> Path:
 def load_contract(path: Path, spec) -> Contract:
     """The sidecar's contract, refused with its field named; spec sample_rate/fps must agree."""
     if not path.exists():
-        raise SpecError(f"tokenizer.path: no contract {path.name} next to the model (docs/media.md, 'Bring a real "
-                        "tokenizer')")
+        raise SpecError(f"tokenizer.path: no contract {path.name} next to the model (docs/media.md, "
+                        "'bringing a real tokenizer')")
     try:
         contract = Contract.model_validate(json.loads(path.read_text()))
     except json.JSONDecodeError as exc:
@@ -172,6 +172,7 @@ class EncoderTokenizer(Tokenizer):
     it (with `load_model`), runs it once on a blank input and sizes the batch."""
 
     engine = "torch"
+    decodes = False  # no decoder ships with an encoder
     loads_model = True
 
     def __init__(self, kind: str, load_model: Callable[[], Any], files: list[Path], contract: Contract, *,
@@ -195,8 +196,8 @@ class EncoderTokenizer(Tokenizer):
             return
         import torch
         if self.device_kind == "cuda" and not torch.cuda.is_available():  # else cpu codes under a cuda fingerprint
-            raise SpecError("tokenizer.options.device: cuda, but torch sees no GPU here: give the workers GPUs "
-                            "(resources.gpus_per_worker) or set it to auto or cpu")
+            raise SpecError("tokenizer.options.device: cuda, but torch sees no GPU here: run on nodes with GPUs "
+                            "(resources.gpus_per_worker gives each worker one) or set it to auto or cpu")
         self.device = torch.device(self.device_kind)
         self.model = _to(self._load_model(), self.device)
         try:
@@ -252,6 +253,28 @@ class EncoderTokenizer(Tokenizer):
             if got != want:
                 raise SpecError(f"tokenizer.path: {self._files[-1].name} input.multiple: {piece.shape[1:]} gave a "
                                 f"{got[0]}x{got[1]} grid, not {want[0]}x{want[1]}")
+        self._probe_other_shape()
+
+    def _probe_other_shape(self) -> None:
+        """Where the contract gives inputs of more than one shape (`fit` images and video, whole audio files),
+        one more blank call at another of them: a program exported for one shape only is refused here rather
+        than failing on most samples of the run."""
+        shape = list(self._blank_shape())
+        if self.io.kind == "audio" and self.io.clip_seconds is None:
+            shape[-1] += self.io.multiple
+        elif self.io.kind in ("image", "video") and self.io.size_policy == "fit" and self.io.size > self.io.multiple:
+            shape[-1] = max(self.io.multiple, self.io.size // 2 // self.io.multiple * self.io.multiple)
+        else:
+            return
+        try:
+            self._call([np.zeros(shape, np.float32)])
+        except Exception as exc:  # noqa: BLE001 - whatever the model raises on that shape
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            policy = "clip_seconds: null (whole files)" if self.io.kind == "audio" else "size_policy: fit"
+            raise SpecError(f"tokenizer.path: {self._files[-1].name} input.{policy} gives "
+                            f"inputs of other shapes, and the model fails on {shape} (batch 1): "
+                            f"{type(exc).__name__}: {first}; export it with dynamic shapes "
+                            "(torch.export.Dim) or declare a fixed shape") from None
 
     def _blank_shape(self) -> tuple[int, ...]:
         if self.io.kind == "audio":

@@ -48,6 +48,7 @@ class TorchScriptTokenizer(Tokenizer):
 
     kind = "torchscript"
     engine = "torch"
+    decodes = False  # no decoder ships with an encoder
 
     def __init__(self, path: str, options: dict[str, Any], add_eos: bool = True, sample_rate: int | None = None,
                  fps: float | None = None) -> None:

@@ -189,6 +189,26 @@ def test_contract_mismatches_are_refused_naming_the_field(tmp_path, small_vqgan)
         build_tokenizer(spec(saved(audio, ref.contract(audio), tmp_path / "a", "torchscript"), sample_rate=16000))
 
 
+def test_a_program_of_one_shape_is_refused_where_the_contract_gives_others(tmp_path, small_vqgan):
+    """`fit` gives images of other shapes than the blank square: a torch.export program exported for 64x64
+    only (batch dynamic) is refused when it is checked, with the field and the fix named; the same model as
+    TorchScript, which takes any shape, is accepted and codes a 64x32 input to a 4x2 grid."""
+    model = ref.vqgan(**ref.SMALL_VQGAN)
+    fit = {**ref.contract(model, 64)}
+    fit["input"] = {**fit["input"], "size_policy": "fit"}
+    program = tmp_path / "fit.pt2"
+    program.write_bytes(small_vqgan["export"].read_bytes())
+    program.with_suffix(".json").write_text(json.dumps(fit))
+    with pytest.raises(SpecError, match=r"fit.json input.size_policy: fit gives inputs of other "
+                                        r"shapes, and the model fails on \[3, 64, 32\].*dynamic shapes"):
+        build_tokenizer(spec(program))
+    archive = tmp_path / "fit.jit"
+    archive.write_bytes(small_vqgan["torchscript"].read_bytes())
+    archive.with_suffix(".json").write_text(json.dumps(fit))
+    tok = build_tokenizer(spec(archive))
+    assert tok._call([np.zeros((3, 64, 32), np.float32)])[0].shape == (4, 2)
+
+
 def test_bad_outputs_fail_their_batch_with_the_reason(tmp_path):
     path = saved(Picky(), PICKY_CONTRACT, tmp_path / "picky", "torchscript")
     tok = build_tokenizer(spec(path, batch_size=4))

@@ -70,6 +70,12 @@ def test_reference_encoders_through_tokenmill_run(tmp_path, ray_address, fmt):
             assert shapes == {"pan.mp4": [6, 4, 4]}, shapes
         fp = json.loads((tmp_path / f"out-{modality}" / "dataset.json").read_text())["tokenizer"]
         assert fp["kind"] == kind and fp["options"]["precision"] == "fp32" and fp["options"]["device"] == "cpu"
+        # an encoder has no decoder: inspect shows the sample's codes, not an image or a sound made of them
+        name = sorted(rows)[0]
+        looked = run_cli("inspect", f"out-{modality}", "--sample", name, "--out", f"look-{modality}", cwd=tmp_path)
+        assert looked.returncode == 0, looked.stderr[-2000:]
+        shown = json.loads((tmp_path / f"look-{modality}" / f"{name}.ids.json").read_text())
+        assert (shown["shape"], shown["ids"]) == (rows[name]["shape"], rows[name]["tokens"][:-1])
 
 
 def test_bad_encoder_outputs_are_quarantined_and_the_rest_commits(tmp_path, ray_address):
