@@ -116,9 +116,22 @@ def previous_index(storage: Storage, tokenizer: Tokenizer) -> tuple[DatasetIndex
         log.warning("%s: ignored; this run rebuilds it from the ledger", problem)
     if index and index.tokenizer.fingerprint not in (tokenizer.fingerprint, tokenizer.named_fingerprint):
         raise SpecError(f"tokenizer: {storage.uri} holds a dataset made with tokenizer "
-                        f"{index.tokenizer.fingerprint[:12]}, this spec's is {tokenizer.fingerprint[:12]}; "
-                        "write to a new sink.uri or restore the old tokenizer")
+                        f"{index.tokenizer.fingerprint[:12]}, this spec's is {tokenizer.fingerprint[:12]} "
+                        f"({_what_changed(index.tokenizer, tokenizer)}); write to a new sink.uri or restore the "
+                        "old tokenizer")
     return index, problem
+
+
+def _what_changed(before, tokenizer: Tokenizer) -> str:
+    """Between the dataset's tokenizer (its dataset.json description) and this one, in words."""
+    if before.kind != tokenizer.kind:
+        return f"kind {before.kind} -> {tokenizer.kind}"
+    now = json.loads(json.dumps(tokenizer.options()))  # as dataset.json holds them
+    changed = [f"{k} {before.options.get(k)!r} -> {now.get(k)!r}" for k in sorted(before.options.keys() | now.keys())
+               if k != "add_eos" and before.options.get(k) != now.get(k)]
+    if changed:
+        return "options: " + ", ".join(c if len(c) <= 120 else c.split(" ", 1)[0] for c in changed)
+    return "the bytes of its files differ: " + ", ".join(p.name for p in tokenizer.files())
 
 
 def probe_documents(spec: JobSpec, units: list[WorkUnit]) -> list[str]:

@@ -198,3 +198,4 @@ def test_a_tokenizer_file_renamed_and_moved_is_the_same_tokenizer(tmp_path, bpe_
     (tmp_path / "elsewhere" / "renamed.json").write_text(json.dumps(other))
     refused = run_cli("run", str(tmp_path / "b.yaml"), address=ray_address)
     assert refused.returncode == 2 and "holds a dataset made with tokenizer" in refused.stderr, refused.stderr[-800:]
+    assert "(the bytes of its files differ: renamed.json)" in refused.stderr, refused.stderr[-800:]

@@ -128,3 +128,7 @@ def test_a_model_that_breaks_its_contract_stops_the_run_before_it_writes(tmp_pat
     tokenmill_run(job, ray_address)
     rows, errors = rows_and_errors(out)
     assert len(rows) == len(photos) and not errors, errors
+    run(tmp_path, "refused", "image", "photos", {**tokenizer, "precision": "bf16"})  # other codes: another dataset
+    other = run_cli("run", str(job), "--quiet", address=ray_address, cwd=tmp_path)
+    assert other.returncode == 2 and "(options: precision 'fp32' -> 'bf16'); write to a new sink.uri" in other.stderr, \
+        other.stderr[-2000:]
