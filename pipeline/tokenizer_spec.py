@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 
 class SpecModel(BaseModel):
@@ -176,6 +176,14 @@ class EncoderSpec(BaseTokenizerSpec):
         None, description="pieces per model call; null or auto: from free device memory on a GPU, 1 on CPU")
     precision: Literal["fp32", "bf16", "fp16"] | None = Field(None, description="null: fp32")
     modalities: ClassVar[tuple[str, ...]] = ("image", "audio", "video")
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size_said_once(cls, value: Any) -> Any:
+        """One clause for a bad batch size, not one per branch of the union."""
+        if value is None or value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"{value!r} is not a batch size: give an integer >= 1 or auto")
 
     def hash_data(self) -> dict[str, Any]:
         data = super().hash_data()

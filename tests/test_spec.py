@@ -135,6 +135,14 @@ def test_a_field_of_another_kind_is_refused(tmp_path):
         parse_spec(with_(tokenizer={"kind": "bytes", "device": "cuda"}))
 
 
+@pytest.mark.parametrize("size", [0, -3, "big", True, 2.5])
+def test_a_bad_batch_size_is_one_clause(size):
+    with pytest.raises(SpecError) as err:
+        parse_spec(with_(source__modality="image", tokenizer={"kind": "torchscript", "path": "/m.jit",
+                                                              "batch_size": size}))
+    assert str(err.value) == f"spec: tokenizer.batch_size: {size!r} is not a batch size: give an integer >= 1 or auto"
+
+
 def test_tokenizer_spec_builds_the_model_of_its_kind():
     from pipeline.spec import TokenizerSpec
     from pipeline.tokenizer_spec import BytesSpec, VideoSpec
