@@ -99,7 +99,8 @@ def print_summary(summary) -> None:
           f"{summary.units_skipped} already committed, "
           + (f"{summary.units_reformatted} given the new formats from their shards, " if summary.units_reformatted
              else "") + f"{summary.units_redone} redone, "
-          f"{len(summary.units_failed)} failed, {summary.retries} retries")
+          + (f"{summary.units_removed} removed (their inputs are gone or changed), " if summary.units_removed
+             else "") + f"{len(summary.units_failed)} failed, {summary.retries} retries")
     if summary.units_run == 0 and summary.units_reformatted:
         print(f"  this run: nothing tokenized; {plural(summary.units_reformatted, 'committed unit')} given the "
               "new formats from their shards")
@@ -160,7 +161,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pipeline.status import dataset_status, format_status
     status = dataset_status(args.out)
     print(json.dumps(status, indent=1, sort_keys=True) if args.json else format_status(status))
-    return 1 if status["problems"] else 0  # a script can tell a folder the next run must repair
+    # a script can tell a folder the next run must repair or resume (a run whose driver is gone) from one that is
+    # complete or still being written
+    return 1 if status["problems"] or status["state"].startswith("interrupted") else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -126,6 +126,9 @@ def _what_changed(before, tokenizer: Tokenizer) -> str:
     """Between the dataset's tokenizer (its dataset.json description) and this one, in words."""
     if before.kind != tokenizer.kind:
         return f"kind {before.kind} -> {tokenizer.kind}"
+    encoding = tokenizer.describe().get("encoding")  # a rank file recognised by its ranks (o200k_base...)
+    if getattr(before, "encoding", None) != encoding:
+        return f"encoding {getattr(before, 'encoding', None)} -> {encoding}"
     now = json.loads(json.dumps(tokenizer.options()))  # as dataset.json holds them
     changed = [f"{k} {before.options.get(k)!r} -> {now.get(k)!r}" for k in sorted(before.options.keys() | now.keys())
                if k != "add_eos" and before.options.get(k) != now.get(k)]

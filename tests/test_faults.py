@@ -138,8 +138,10 @@ def test_driver_killed_then_rerun(setup, cluster, clean):
     wait_for_commits(out, 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    status = json.loads(run_cli("status", str(out), "--json").stdout)
+    said = run_cli("status", str(out), "--json")
+    status = json.loads(said.stdout)
     assert status["state"].startswith("interrupted") and status["units_pending"] > 0
+    assert said.returncode == 1  # a scheduler can tell it from a finished dataset
     assert not (out / "dataset.json").exists() or len(list((out / "_ledger").glob("*.json"))) < len(clean["index"])
     rerun = run_cli("run", str(job), "--address", cluster[0].address)
     assert rerun.returncode == 0, rerun.stderr[-3000:]

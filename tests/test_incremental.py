@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,8 @@ def test_changed_and_deleted_inputs_match_a_scratch_run(root, bpe_tokenizer, ray
     shutil.copyfile(STDLIB / "bisect.py", root / "corpus" / "json" / "zz_new.py")
     log = run_ok(nightly, ray_address)
     assert "already committed" in log
+    removed = re.search(r" (\d+) removed \(their inputs are gone or changed\), ", log)
+    assert removed and int(removed.group(1)) >= 1, log[-2000:]  # the units of the changed and deleted files
     shutil.copytree(root / "corpus", root / "corpus2")
     # a from-scratch run on the same files (same paths, so same ids) must give the same index
     scratch = job(root, bpe_tokenizer, "scratch")

@@ -101,6 +101,10 @@ def _parse(uri: str, offset: int, line: bytes, field: str) -> RawRecord | Quaran
     try:
         obj = _loads(line)
     except (UnicodeDecodeError, ValueError) as exc:
+        try:  # orjson calls bad UTF-8 "surrogates not allowed": say which bytes are wrong instead
+            line.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return Quarantined(uri, member, f"JSON line is not valid UTF-8: {bad}", "read")
         return Quarantined(uri, member, f"malformed JSON line: {exc}", "read")
     if not isinstance(obj, dict):
         return Quarantined(uri, member, f"JSON line is a {type(obj).__name__}, not an object", "read")

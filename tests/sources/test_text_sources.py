@@ -33,6 +33,18 @@ def test_jsonl_quarantines_malformed_and_fieldless_lines(tmp_path):
     assert all(b.member.startswith("@") for b in bad)
 
 
+def test_a_jsonl_line_in_another_encoding_is_said_to_be_bad_utf8(tmp_path):
+    """A line saved as Latin-1 in a UTF-8 file (a mislabelled encoding): its reason names the byte, not orjson's
+    'surrogates not allowed'; its neighbours are read."""
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b'{"text": "before"}\n' + '{"text": "caf\u00e9 cr\u00e8me"}\n'.encode("latin-1")
+                     + b'{"text": "after"}\n')
+    items, _ = read_all(path, "jsonl")
+    assert [i.data for i in items if not isinstance(i, Quarantined)] == ["before", "after"]
+    (bad,) = [i for i in items if isinstance(i, Quarantined)]
+    assert bad.reason.startswith("JSON line is not valid UTF-8: 'utf-8' codec can't decode byte 0xe9 in position 13")
+
+
 def test_parquet_without_the_column_is_quarantined(tmp_path):
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({"body": ["x", "y"]}), path)

@@ -165,3 +165,14 @@ def test_units_hold_tiktokens_ids(name: str, docs: list[str], tmp_path) -> None:
             assert tokens == enc.encode_ordinary(text) + [enc.eot_token], sample_id
             matched += 1
     assert matched == len(docs)
+
+
+def test_another_encoding_in_an_output_is_named_in_the_refusal() -> None:
+    """The dataset.json description of an o200k_base dataset against a cl100k_base spec: the refusal says
+    the encoding changed, not only that derived options (pattern, special tokens) differ."""
+    from pipeline.dataset.records import TokenizerInfo
+    from pipeline.job import _what_changed
+    o200k, cl100k = (build_tokenizer(TokenizerSpec(kind="tiktoken", path=str(rank_file(n)))) for n in ENCODINGS[::-1])
+    before = TokenizerInfo.model_validate(o200k.describe())
+    assert _what_changed(before, cl100k) == "encoding o200k_base -> cl100k_base"
+    assert _what_changed(before, o200k) == f"the bytes of its files differ: {rank_file('o200k_base').name}"
