@@ -10,10 +10,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any, Callable
 
-from pipeline.errors import ClusterLost, OutputError, SpecError, UnitFailed
+from pipeline.errors import ClusterLost, Interrupted, OutputError, SpecError, UnitFailed
 from pipeline.spec import load_spec
 
 log = logging.getLogger("tokenmill")
@@ -54,7 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.job, _overrides(args))
     try:
         summary = run_job(spec, RunOptions(address=args.address, num_cpus=args.num_cpus,
-                                             show_progress=not args.quiet, verify=args.verify))
+                                             show_progress=not args.quiet, verify=args.verify,
+                                             stop_on_sigterm=True))
         print_summary(summary)  # first: the report is built after the run's outcome is on the screen
         sys.stdout.flush()
         report_began = time.time()
@@ -161,9 +163,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pipeline.status import dataset_status, format_status
     status = dataset_status(args.out)
     print(json.dumps(status, indent=1, sort_keys=True) if args.json else format_status(status))
-    # a script can tell a folder the next run must repair or resume (a run whose driver is gone) from one that is
-    # complete or still being written
-    return 1 if status["problems"] or status["state"].startswith("interrupted") else 0
+    # a script can tell a folder the next run must repair or resume (a run whose driver is gone, or that failed)
+    # from one that is complete or still being written
+    return 1 if status["problems"] or status["state"].startswith(("interrupted", "failed")) else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -364,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UnitFailed, ClusterLost) as exc:  # committed units stay committed; the message says how to go on
         print(f"tokenmill: failed: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:  # SIGTERM during a run: the exit status a shell gives a command it killed
+        print(f"tokenmill: interrupted: {exc}; what committed stays committed: run the same command again to "
+              "resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 def entry() -> None:

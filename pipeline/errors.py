@@ -8,6 +8,11 @@ class SpecError(ValueError):
     """A job spec that cannot run; the message says which field and how to fix it."""
 
 
+class Interrupted(Exception):
+    """The driver was told to stop (SIGTERM from a scheduler or `kill`): what committed stays committed, the
+    run state says why, the lease is released, and the same command resumes."""
+
+
 class TokenizerRefused(SpecError):
     """A worker could not build or check the spec's tokenizer (a neural encoder's model breaks its contract):
     the whole run stops with that SpecError, as if the driver had found it."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pipeline.dataset import layout
 from pipeline.dataset.read import DatasetFolder, LedgerScan
 from pipeline.dataset.records import DatasetIndex, EngineChoice, LedgerEntry, RecordError, RunState
-from pipeline.errors import ClusterLost, OutputError, SpecError, TokenizerRefused, UnitFailed
+from pipeline.errors import ClusterLost, Interrupted, OutputError, SpecError, TokenizerRefused, UnitFailed
 from pipeline.ledger import Ledger, build_index, write_index
 from pipeline.lock import RunLease
 from pipeline.plan import WorkUnit, make_plan
@@ -46,6 +46,7 @@ class RunOptions:
     num_cpus: int | None = None
     show_progress: bool = True
     verify: bool = False  # read every committed shard and redo those whose sha256 differs
+    stop_on_sigterm: bool = False  # SIGTERM raises errors.Interrupted once Ray is up (the CLI's run)
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,7 @@ def _while_ray_starts(start_ray: bool, options: RunOptions, prepare: Callable[..
     with ThreadPoolExecutor(1, thread_name_prefix="job-prepare") as pool:
         prepared = pool.submit(prepare, *args)
         try:
-            runner.connect(options.address, options.num_cpus)
+            runner.connect(options.address, options.num_cpus, options.stop_on_sigterm)
         finally:
             result = prepared.result()  # joined before any error of connect propagates
     return result
@@ -377,7 +378,7 @@ def _run_locked(spec: JobSpec, storage: Storage, tokenizer: Tokenizer, units: li
     _write_state(storage, state)
     try:
         outcome = _execute(spec, todo, engine, spec_hash, options, lease, pool)
-    except (UnitFailed, ClusterLost, SpecError) as exc:  # what committed stays committed; the state says why
+    except (UnitFailed, ClusterLost, SpecError, Interrupted) as exc:  # committed stays committed; the state says why
         _write_state(storage, state.model_copy(update={"state": "failed", "finished": time.time(),
                                                        "error": str(exc)}))
         raise
@@ -490,7 +491,7 @@ def _checked_workers(spec: JobSpec, todo: list[WorkUnit], engine: str, spec_hash
     if not todo or not tokenizer.loads_model:
         return None
     from pipeline import runner
-    runner.connect(options.address, options.num_cpus)
+    runner.connect(options.address, options.num_cpus, options.stop_on_sigterm)
     pool = runner.ActorPool(spec, engine, runner.worker_count(spec, len(todo)), spec_hash)
     try:
         seen = pool.first_ready(spec.resources.unit_timeout, len(todo))
@@ -527,7 +528,7 @@ def _execute(spec: JobSpec, todo: list[WorkUnit], engine: str, spec_hash: str, o
         lease.check()  # a run that lost its lease stops here instead of running on beside the new holder
         if progress:
             progress.commit(entry)
-    runner.connect(options.address, options.num_cpus)
+    runner.connect(options.address, options.num_cpus, options.stop_on_sigterm)
     return runner.run_units(spec, todo, engine, committed, progress.retry if progress else None, spec_hash, pool)
 
 

@@ -13,6 +13,7 @@ import ctypes
 import gc
 import logging
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -28,7 +29,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray  # noqa: E402
 from ray.exceptions import RayActorError, RayTaskError  # noqa: E402
 
-from pipeline.errors import ClusterLost, SpecError, TokenizerRefused, UnitFailed  # noqa: E402
+from pipeline.errors import ClusterLost, Interrupted, SpecError, TokenizerRefused, UnitFailed  # noqa: E402
 from pipeline.sources.inputs import StorageIOError  # noqa: E402
 from pipeline.plan import WorkUnit  # noqa: E402
 from pipeline.spec import JobSpec  # noqa: E402
@@ -275,8 +276,9 @@ class RunOutcome:
     workers_replaced: int = 0
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> None:
-    """Join a cluster at `address`, or start an embedded local Ray on 127.0.0.1."""
+def connect(address: str | None, num_cpus: int | None = None, stop_on_sigterm: bool = False) -> None:
+    """Join a cluster at `address`, or start an embedded local Ray on 127.0.0.1; `stop_on_sigterm` (the CLI):
+    then SIGTERM raises Interrupted (_stop_on_sigterm says why)."""
     if ray.is_initialized():
         return
     if address:
@@ -287,7 +289,29 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConnectionError(f"cannot reach the Ray cluster at {address}: {exc}") from None
         _hold_ray("cluster")
+    else:
+        _start_embedded(num_cpus)
+    if stop_on_sigterm:
+        _stop_on_sigterm()
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM raises Interrupted in the main thread, so that the run writes why it stopped, releases its lease
+    and stops the Ray it started. Ray's driver otherwise dies at once with a stack dump from its own handler
+    (`*** SIGTERM received ... PC: @ ...`), which ray.init installs: so this is set after it. A second SIGTERM
+    kills at once."""
+    if threading.current_thread() is not threading.main_thread():
         return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _start_embedded(num_cpus: int | None) -> None:
+    """A new local Ray on 127.0.0.1 for this process alone."""
     # address="local": always a new embedded Ray, even when another Ray runs on this machine. Its
     # token-auth notice is not the user's business: it listens on 127.0.0.1 and lives for one run
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)

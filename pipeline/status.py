@@ -21,12 +21,14 @@ def dataset_status(out: str, storage_options: dict[str, Any] | None = None) -> d
     state_name = state.state if state else "finished"
     if state and state.state == "running" and not _driver_alive(folder):
         state_name = "interrupted (its driver is gone; run the job again to resume)"
+    elif state and state.state == "failed":
+        state_name = f"failed ({state.error or 'no reason recorded'}; run the job again to resume)"
     scan = folder.ledger()
     entries = list(scan.entries.values())
     started = state.started if state else 0.0
     this_run = [e for e in entries if e.run.started >= started - 1e-6]
     finished = (state.finished if state else None) or time.time()
-    unfinished = state_name.startswith(("running", "interrupted"))
+    unfinished = state_name.startswith(("running", "interrupted", "failed"))  # failed: stopped before its end
     problems = _problems(index, index_problem, scan.problems, entries, running=unfinished)
     if problems and state_name == "finished":
         state_name = "finished, with problems (below)"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from pipeline.dataset import layout
 from tests.tm_testing import copy_stdlib, run_cli
 
 JOB = """name: faults
@@ -146,6 +147,29 @@ def test_driver_killed_then_rerun(setup, cluster, clean):
     rerun = run_cli("run", str(job), "--address", cluster[0].address)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "already committed" in rerun.stdout
+    assert dataset_state(out) == clean
+
+
+def test_sigterm_stops_the_run_with_its_reason_and_a_rerun_resumes_at_once(setup, cluster, clean):
+    """A scheduler's stop (SIGTERM to the driver): one tokenmill line and exit 143 instead of Ray's stack dump;
+    the run state says why and the lease is released, so `status` says failed (exit 1) and a rerun goes on
+    at once with the committed units skipped."""
+    root, tok = setup
+    out = root / "sigterm"
+    job = job_file(root, tok, out.name)
+    proc = start_run(job, cluster[0].address)
+    wait_for_commits(out, 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert "tokenmill: interrupted: stopped by SIGTERM; what committed stays committed: run the same command " \
+           "again to resume" in stderr, stderr[-3000:]
+    assert "SIGTERM received" not in stderr, stderr[-3000:]
+    assert not (out / layout.LOCK).exists()  # the lease is released: nothing waits for it to go stale
+    said = run_cli("status", str(out))
+    assert said.returncode == 1 and "failed (stopped by SIGTERM; run the job again to resume)" in said.stdout, said.stdout
+    rerun = run_cli("run", str(job), "--address", cluster[0].address)
+    assert rerun.returncode == 0 and "already committed" in rerun.stdout, rerun.stderr[-3000:]
     assert dataset_state(out) == clean
 
 
