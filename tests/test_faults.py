@@ -131,35 +131,40 @@ def test_worker_killed_mid_job(setup, cluster, clean):
     assert final["units_committed"] == final["units_total"] == len(clean["index"])
 
 
-def test_driver_killed_then_rerun(setup, cluster, clean):
+def stopped_run(setup, cluster, name: str, sig: int, commits: int) -> tuple[Path, Path, subprocess.Popen]:
+    """A run's output, job and driver, sent `sig` once `commits` units are committed."""
     root, tok = setup
-    out = root / "killed-driver"
+    out = root / name
     job = job_file(root, tok, out.name)
     proc = start_run(job, cluster[0].address)
-    wait_for_commits(out, 2, proc)
-    proc.send_signal(signal.SIGKILL)
+    wait_for_commits(out, commits, proc)
+    proc.send_signal(sig)
+    return out, job, proc
+
+
+def resumes_to_the_clean_dataset(out: Path, job: Path, address: str, clean: dict) -> None:
+    rerun = run_cli("run", str(job), "--address", address)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "already committed" in rerun.stdout
+    assert dataset_state(out) == clean
+
+
+def test_driver_killed_then_rerun(setup, cluster, clean):
+    out, job, proc = stopped_run(setup, cluster, "killed-driver", signal.SIGKILL, 2)
     proc.wait(timeout=30)
     said = run_cli("status", str(out), "--json")
     status = json.loads(said.stdout)
     assert status["state"].startswith("interrupted") and status["units_pending"] > 0
     assert said.returncode == 1  # a scheduler can tell it from a finished dataset
     assert not (out / "dataset.json").exists() or len(list((out / "_ledger").glob("*.json"))) < len(clean["index"])
-    rerun = run_cli("run", str(job), "--address", cluster[0].address)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "already committed" in rerun.stdout
-    assert dataset_state(out) == clean
+    resumes_to_the_clean_dataset(out, job, cluster[0].address, clean)
 
 
 def test_sigterm_stops_the_run_with_its_reason_and_a_rerun_resumes_at_once(setup, cluster, clean):
     """A scheduler's stop (SIGTERM to the driver): one tokenmill line and exit 143 instead of Ray's stack dump;
     the run state says why and the lease is released, so `status` says failed (exit 1) and a rerun goes on
     at once with the committed units skipped."""
-    root, tok = setup
-    out = root / "sigterm"
-    job = job_file(root, tok, out.name)
-    proc = start_run(job, cluster[0].address)
-    wait_for_commits(out, 1, proc)
-    proc.send_signal(signal.SIGTERM)
+    out, job, proc = stopped_run(setup, cluster, "sigterm", signal.SIGTERM, 1)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-3000:]
     assert "tokenmill: interrupted: stopped by SIGTERM; what committed stays committed: run the same command " \
@@ -168,9 +173,7 @@ def test_sigterm_stops_the_run_with_its_reason_and_a_rerun_resumes_at_once(setup
     assert not (out / layout.LOCK).exists()  # the lease is released: nothing waits for it to go stale
     said = run_cli("status", str(out))
     assert said.returncode == 1 and "failed (stopped by SIGTERM; run the job again to resume)" in said.stdout, said.stdout
-    rerun = run_cli("run", str(job), "--address", cluster[0].address)
-    assert rerun.returncode == 0 and "already committed" in rerun.stdout, rerun.stderr[-3000:]
-    assert dataset_state(out) == clean
+    resumes_to_the_clean_dataset(out, job, cluster[0].address, clean)
 
 
 def test_node_removed_mid_job(setup, cluster, clean):
