@@ -85,10 +85,16 @@ def read_lines(unit: WorkUnit, source: SourceSpec) -> Iterator[RawRecord | Quara
     return read_inputs(unit.inputs, one, "lines file")
 
 
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark, which Windows tools write at the start of a file
+
+
 def read_jsonl(unit: WorkUnit, source: SourceSpec) -> Iterator[RawRecord | Quarantined]:
-    """Each line is a JSON object; `source.field` holds the text, other scalars go to meta."""
+    """Each line is a JSON object; `source.field` holds the text, other scalars go to meta. A byte order mark
+    before the first line is dropped (JSON parsers refuse it: that line was quarantined)."""
     def one(ref: InputRef) -> Iterator[RawRecord | Quarantined]:
         for offset, line, size in iter_lines(ref, source):
+            if offset == 0 and line is not None and line.startswith(_BOM):
+                line = line[len(_BOM):]
             if line is None:
                 yield _oversize(ref.uri, offset, size, source.limits.max_bytes)
             elif line.strip():

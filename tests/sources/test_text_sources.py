@@ -45,6 +45,19 @@ def test_a_jsonl_line_in_another_encoding_is_said_to_be_bad_utf8(tmp_path):
     assert bad.reason.startswith("JSON line is not valid UTF-8: 'utf-8' codec can't decode byte 0xe9 in position 13")
 
 
+def test_a_jsonl_file_saved_with_a_byte_order_mark_keeps_its_first_line(tmp_path):
+    """Saved as Windows tools save UTF-8 (`utf-8-sig`: a BOM first): the first line is read like the rest, under
+    its own offset; a BOM anywhere else is the line's own bytes, and malformed JSON."""
+    path = tmp_path / "notepad.jsonl"
+    path.write_text('{"text": "first"}\n{"text": "second"}\n', encoding="utf-8-sig")
+    items, _ = read_all(path, "jsonl")
+    assert [(i.data, i.id) for i in items] == [("first", f"{path}@0"), ("second", f"{path}@21")]
+    path.write_bytes(b'{"text": "first"}\n\xef\xbb\xbf{"text": "second"}\n')
+    items, _ = read_all(path, "jsonl")
+    assert [i.data for i in items if not isinstance(i, Quarantined)] == ["first"]
+    assert "malformed JSON line" in next(i for i in items if isinstance(i, Quarantined)).reason
+
+
 def test_parquet_without_the_column_is_quarantined(tmp_path):
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({"body": ["x", "y"]}), path)
