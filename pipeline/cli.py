@@ -99,13 +99,13 @@ def print_summary(summary) -> None:
             print(f"    {unit_id}: {why}")
     print(f"  units: {summary.units_total} planned, {summary.units_run} run, "
           f"{summary.units_skipped} already committed, "
-          + (f"{summary.units_reformatted} given the new formats from their shards, " if summary.units_reformatted
+          + (f"{summary.units_reformatted} given the spec's formats from their shards, " if summary.units_reformatted
              else "") + f"{summary.units_redone} redone, "
           + (f"{summary.units_removed} removed (their inputs are gone or changed), " if summary.units_removed
              else "") + f"{len(summary.units_failed)} failed, {summary.retries} retries")
     if summary.units_run == 0 and summary.units_reformatted:
         print(f"  this run: nothing tokenized; {plural(summary.units_reformatted, 'committed unit')} given the "
-              "new formats from their shards")
+              "spec's formats from their shards")
     elif summary.units_run == 0:
         print("  this run: nothing to do (every planned unit is already committed)")
     else:

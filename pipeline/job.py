@@ -6,6 +6,7 @@ entry is named and its unit redone; a corrupt dataset.json is rebuilt from the l
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -241,14 +242,21 @@ def run_job(spec: JobSpec, options: RunOptions = RunOptions()) -> RunSummary:
     """
     started = time.time()
     storage = Storage(spec.sink.uri, spec.sink.storage_options)
-    first_run = _first_run(storage)
-    tokenizer, units, verdict = _while_ray_starts(first_run, options, _prepare, spec, storage, first_run)
-    with RunLease(storage) as lease:
-        previous, index_problem = previous_index(storage, tokenizer)
-        summary = _run_locked(spec, storage, tokenizer, units, previous, started, options, lease, verdict)
-        if index_problem:
-            summary.ledger_problems.insert(0, f"{index_problem} (rebuilt from the ledger)")
-        return summary
+    new_folder = storage.local and not os.path.exists(storage.root)
+    try:
+        first_run = _first_run(storage)
+        tokenizer, units, verdict = _while_ray_starts(first_run, options, _prepare, spec, storage, first_run)
+        with RunLease(storage) as lease:
+            previous, index_problem = previous_index(storage, tokenizer)
+            summary = _run_locked(spec, storage, tokenizer, units, previous, started, options, lease, verdict)
+            if index_problem:
+                summary.ledger_problems.insert(0, f"{index_problem} (rebuilt from the ledger)")
+            return summary
+    except SpecError:  # refused before it wrote (a model that breaks its contract): no empty folder left behind
+        if new_folder:
+            with contextlib.suppress(OSError):  # not empty, or gone: left as it is
+                os.rmdir(storage.root)
+        raise
 
 
 def _first_run(storage: Storage) -> bool:

@@ -70,7 +70,7 @@ def _driver_alive(folder: DatasetFolder) -> bool:
 def format_status(s: dict[str, Any]) -> str:
     from pipeline.humanize import sig3
     if s["nothing_to_do"] and s.get("units_reformatted"):
-        latest = f"latest run: nothing tokenized, {s['units_reformatted']} units given the new formats"
+        latest = f"latest run: nothing tokenized, {s['units_reformatted']} units given the spec's formats"
     else:
         latest = "latest run: nothing to do" if s["nothing_to_do"] else f"latest run {sig3(s['run_mb_s'])} MB/s"
     lines = [f"{s['output']}: {s['state']}",

@@ -43,9 +43,9 @@ def test_added_formats_come_from_the_shards_and_match_a_fresh_run(tmp_path, bpe_
     every = ["arrow", "parquet", "webdataset"]
     grown = run_cli("run", str(_job(tmp_path, bpe_tokenizer, "out", every)), address=ray_address)
     assert grown.returncode == 0, grown.stderr[-2000:]
-    assert _ran(grown) == 0 and f"{n_units} given the new formats from their shards" in grown.stdout, grown.stdout
+    assert _ran(grown) == 0 and f"{n_units} given the spec's formats from their shards" in grown.stdout, grown.stdout
     status = run_cli("status", str(tmp_path / "out"))
-    assert f"nothing tokenized, {n_units} units given the new formats" in status.stdout, status.stdout
+    assert f"nothing tokenized, {n_units} units given the spec's formats" in status.stdout, status.stdout
     fresh = run_cli("run", str(_job(tmp_path, bpe_tokenizer, "fresh", every)), address=ray_address)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert _files(tmp_path / "out") == _files(tmp_path / "fresh")  # tars, their .tar.idx, parquet: the same bytes
