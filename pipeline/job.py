@@ -132,11 +132,18 @@ def _what_changed(before, tokenizer: Tokenizer) -> str:
     if getattr(before, "encoding", None) != encoding:
         return f"encoding {getattr(before, 'encoding', None)} -> {encoding}"
     now = json.loads(json.dumps(tokenizer.options()))  # as dataset.json holds them
-    changed = [f"{k} {before.options.get(k)!r} -> {now.get(k)!r}" for k in sorted(before.options.keys() | now.keys())
-               if k != "add_eos" and before.options.get(k) != now.get(k)]
+    changed = _changed_options({k: v for k, v in before.options.items() if k != "add_eos"},
+                               {k: v for k, v in now.items() if k != "add_eos"})
     if changed:
-        return "options: " + ", ".join(c if len(c) <= 120 else c.split(" ", 1)[0] for c in changed)
+        return f"options: {changed}"
     return "the bytes of its files differ: " + ", ".join(p.name for p in tokenizer.files())
+
+
+def _changed_options(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """The options that differ, `name old -> new` (the name alone where the values are long, as a pattern)."""
+    said = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(before.keys() | now.keys())
+            if before.get(k) != now.get(k)]
+    return ", ".join(s if len(s) <= 120 else s.split(" ", 1)[0] for s in said)
 
 
 def probe_documents(spec: JobSpec, units: list[WorkUnit]) -> list[str]:
@@ -518,9 +525,9 @@ def workers_tokenizer_differs(ours: dict[str, Any], theirs: dict[str, Any]) -> s
         return (f"tokenizer.options.device: the workers run the model on {theirs.get('device')}, and this driver, "
                 f"which fingerprints the tokenizer, sees {ours.get('device')}: set tokenizer.options.device: "
                 f"{theirs.get('device')}, so that the fingerprint says where the codes are made")
-    changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    changed = _changed_options(ours, theirs)
     if changed:
-        return f"tokenizer: the workers' tokenizer differs from this driver's in {', '.join(changed)}"
+        return f"tokenizer: the workers' tokenizer differs from this driver's in its options: {changed}"
     return ("tokenizer.path: the workers read other bytes at the tokenizer's paths than this driver: every node "
             "must see the same files")
 

@@ -453,10 +453,7 @@ class ActorPool:
                                                          self.decode_tasks)
 
     def replace(self, idx: int) -> None:
-        try:
-            ray.kill(self.actors[idx])
-        except Exception:  # noqa: BLE001 - the actor may already be gone
-            pass
+        _kill(self.actors[idx])
         self.actors[idx] = self._new_actor()
         self.load[idx] = 0
         self.order[idx] = deque()
@@ -489,10 +486,7 @@ class ActorPool:
     def close(self) -> None:
         """Kill every worker of the pool (a run that stops before its units)."""
         for actor in self.actors:
-            try:
-                ray.kill(actor)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+            _kill(actor)
 
     def finished(self, idx: int, ref: Any) -> None:
         """A ref of actor idx is done: the next one in its order starts running now."""
@@ -504,6 +498,14 @@ class ActorPool:
         """Actors whose running unit has taken longer than timeout_s."""
         now = time.monotonic()
         return [i for i, refs in enumerate(self.order) if refs and now - self.head_since[i] > timeout_s]
+
+
+def _kill(actor: Any) -> None:
+    """Kill a worker; one already gone is no error."""
+    try:
+        ray.kill(actor)
+    except Exception:  # noqa: BLE001 - the actor may already be gone
+        pass
 
 
 def run_units(spec: JobSpec, units: list[WorkUnit], engine: str | None,
@@ -557,10 +559,7 @@ def _kill_overdue(pool: ActorPool, timeout_s: float, inflight: dict, timed_out: 
         log.warning("unit %s ran past resources.unit_timeout (%g s): killing its worker",
                     unit.id if unit else "?", timeout_s)
         pool.killed.add(pool.actors[idx])
-        try:
-            ray.kill(pool.actors[idx])
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        _kill(pool.actors[idx])
         pool.order[idx] = deque()  # nothing more is timed on this actor; it is replaced when its refs fail
         pool.head_since[idx] = float("inf")
 
